@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Builds the upstream binaries the local control plane needs, from the Go module proxy only,
+# into a cache outside the repository keyed by version, so later runs start in seconds.
+#
+#   hack/build-binaries.sh [all|kubernetes|etcd|kwok|helm]
+#
+# Prints nothing but progress on stderr; the binaries land in $TWLEGAL_CACHE/bin/<name>-<version>/.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-v1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+CACHE=${TWLEGAL_CACHE:-$HOME/.cache/twlegal}
+export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
+export GOCACHE=${GOCACHE:-$CACHE/go/build}
+export GOFLAGS=-mod=mod
+export CGO_ENABLED=0
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+log() { echo "[build-binaries] $*" >&2; }
+
+# Staging modules that k8s.io/kubernetes replaces with ./staging/...; a wrapper module must pin
+# each to the matching v0.X.Y tag or `go` resolves them to the unusable v0.0.0.
+STAGING="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
+cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
+cri-client cri-streaming csi-translation-lib dynamic-resource-allocation endpointslice externaljwt
+kms kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics
+mount-utils pod-security-admission sample-apiserver streaming"
+
+build_kubernetes() {
+  local out=$CACHE/bin/kubernetes-$K8S_VERSION
+  local bins="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+  local missing=0
+  for b in $bins; do [ -x "$out/$b" ] || missing=1; done
+  [ $missing = 0 ] && { log "kubernetes $K8S_VERSION cached in $out"; return; }
+  local staging_version=v0.${K8S_VERSION#v1.}
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local work=$CACHE/src/kubernetes-$K8S_VERSION
+  mkdir -p "$work" "$out"
+  cd "$work"
+  [ -f go.mod ] || go mod init twlegal.local/k8s-binaries >/dev/null 2>&1
+  local s
+  for s in $STAGING; do
+    go mod edit -replace "k8s.io/$s=k8s.io/$s@$staging_version"
+  done
+  go get "k8s.io/kubernetes@$K8S_VERSION"
+  local pkgs=""
+  for b in $bins; do pkgs="$pkgs k8s.io/kubernetes/cmd/$b"; done
+  cat > tools.go <<GO
+//go:build tools
+package tools
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+)
+GO
+  go mod tidy
+  local v=k8s.io/component-base/version c=k8s.io/client-go/pkg/version
+  local ld="-s -w"
+  for p in $v $c; do
+    ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  for b in $bins; do
+    log "building $b $K8S_VERSION"
+    go build -trimpath -ldflags "$ld" -o "$out/$b" "k8s.io/kubernetes/cmd/$b"
+  done
+}
+
+build_etcd() {
+  local out=$CACHE/bin/etcd-$ETCD_VERSION
+  [ -x "$out/etcd" ] && { log "etcd $ETCD_VERSION cached in $out"; return; }
+  local work=$CACHE/src/etcd-$ETCD_VERSION
+  mkdir -p "$work" "$out"; cd "$work"
+  [ -f go.mod ] || go mod init twlegal.local/etcd >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  log "building etcd $ETCD_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_kwok() {
+  local out=$CACHE/bin/kwok-$KWOK_VERSION
+  [ -x "$out/kwok" ] && { log "kwok $KWOK_VERSION cached in $out"; return; }
+  mkdir -p "$out"
+  log "building kwok $KWOK_VERSION"
+  GOBIN=$out go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+}
+
+build_helm() {
+  local out=$CACHE/bin/helm-$HELM_VERSION
+  [ -x "$out/helm" ] && { log "helm $HELM_VERSION cached in $out"; return; }
+  local work=$CACHE/src/helm-$HELM_VERSION
+  mkdir -p "$work" "$out"; cd "$work"
+  [ -f go.mod ] || go mod init twlegal.local/helm >/dev/null 2>&1
+  go get "helm.sh/helm/v3@$HELM_VERSION"
+  log "building helm $HELM_VERSION"
+  go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    -o "$out/helm" helm.sh/helm/v3/cmd/helm
+}
+
+what=${1:-all}
+case $what in
+  all) build_etcd; build_kwok; build_helm; build_kubernetes ;;
+  kubernetes|etcd|kwok|helm) "build_$what" ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm]" >&2; exit 2 ;;
+esac

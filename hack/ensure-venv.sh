@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates (once) and prints the path of the project's virtual environment.
+#
+#   hack/ensure-venv.sh EXTRAS      e.g. operator,test
+#
+# The environment lives outside the repository, keyed by the Python version, the extras and a hash
+# of pyproject.toml, so a fresh clone reuses it; the project itself is (re)installed editable
+# from the current checkout every time, which takes a few seconds.
+set -euo pipefail
+extras=${1:-operator,test}
+root=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-python3}
+cache=${TWLEGAL_CACHE:-$HOME/.cache/twlegal}
+key=$("$python" -c 'import sys; print("py%d%d" % sys.version_info[:2])')-$(echo "$extras" | tr ',' '-')-$(sha256sum "$root/pyproject.toml" | cut -c1-12)
+venv=${TWLEGAL_VENV:-$cache/venv/$key}
+if [ ! -f "$venv/.complete" ]; then
+  echo "[ensure-venv] creating $venv" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade "pip>=24" "setuptools>=69,<81" >&2
+  "$venv/bin/pip" install --quiet -e "$root[$extras]" >&2
+  touch "$venv/.complete"
+fi
+# Point the editable install at this checkout (CI clones into a new folder each run).
+log=$(mktemp)
+if ! "$venv/bin/pip" install --no-deps --no-build-isolation -e "$root" >"$log" 2>&1; then
+  cat "$log" >&2; rm -f "$log"; exit 1
+fi
+rm -f "$log"
+echo "$venv"

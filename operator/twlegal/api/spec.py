@@ -1,0 +1,332 @@
+"""`spec` of a LegalModelRelease: what to train, on what, how, and how to serve it.
+
+Field names are the public contract (see README "API"). Every field carries a description because
+the CRD is generated from these models and `kubectl explain lmr.spec...` shows them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from .common import (
+    DNS_LABEL,
+    ApiModel,
+    DnsLabel,
+    Quantity,
+    RepoId,
+    Revision,
+    SecretKeyRef,
+    Toleration,
+    cel,
+    immutable,
+    relative_path,
+    rules,
+)
+
+VERSION_PATTERN = r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
+NAME_XOR_PATH = cel("has(self.name) != has(self.path)", "exactly one of name or path must be set")
+REVISION_NEEDS_NAME = cel(
+    "!has(self.revision) || has(self.name)", "revision only applies to a hub name, not to a path"
+)
+SPLIT_NEEDS_NAME = cel("!has(self.split) || has(self.name)", "split only applies to a hub name, not to a path")
+
+
+class BaseModelRef(ApiModel):
+    """The model to fine-tune: a hub repository pinned to a revision, or a path on the storage volume."""
+
+    model_config = {"json_schema_extra": rules(
+        NAME_XOR_PATH,
+        cel("!has(self.name) || has(self.revision)",
+            "revision is required with name: pin the base model so the release is reproducible"),
+        REVISION_NEEDS_NAME,
+    )}
+
+    name: RepoId | None = Field(None, description="Hub repository id, e.g. lianghsun/Llama-3.2-Taiwan-3B.")
+    revision: Revision | None = Field(
+        None, description="Hub revision (tag, branch or commit) of name, e.g. v2024.10.27."
+    )
+    path: str | None = relative_path(
+        "Directory of a saved model on the storage volume (relative to its root), for air-gapped clusters.",
+        default=None,
+    )
+
+
+DatasetFormat = Literal["auto", "alpaca", "messages", "sharegpt"]
+
+
+class DatasetRef(ApiModel):
+    """One training dataset: a hub dataset (optionally pinned) or a file/directory on the storage volume."""
+
+    model_config = {"json_schema_extra": rules(NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME)}
+
+    name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-nlp.")
+    revision: Revision | None = Field(
+        None, description="Hub revision of the dataset. Unpinned datasets are flagged in the model card."
+    )
+    split: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\[\]:%+-]+$", max_length=64)] | None = Field(
+        None, description="Split to train on (default: train)."
+    )
+    path: str | None = relative_path(
+        "JSON, JSONL or Parquet file (or a directory of them) on the storage volume.", default=None
+    )
+    format: DatasetFormat = Field(
+        "auto",
+        description="Sample format: alpaca (instruction/input/output), messages (chat role/content), "
+        "sharegpt (conversations from/value), or auto (detected from the columns).",
+    )
+    max_samples: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Use at most this many samples of the dataset."
+    )
+
+
+LrScheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr", "polynomial", "constant",
+    "constant_with_warmup", "inverse_sqrt", "warmup_stable_decay",
+]
+Optimizer = Literal[
+    "adamw_torch", "adamw_torch_fused", "adamw_apex_fused", "adamw_8bit", "adafactor", "sgd", "lion_32bit",
+]
+Precision = Literal["bf16", "fp16", "fp32"]
+
+
+class Hyperparameters(ApiModel):
+    """Optimisation settings, mapped one to one onto the Hugging Face Trainer's arguments."""
+
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        description="Peak learning rate, e.g. 5e-5."
+    )
+    per_device_batch_size: Annotated[int, Field(ge=1, le=4096)] = Field(
+        description="Samples per GPU per forward pass."
+    )
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=4096)] = Field(
+        1, description="Forward passes accumulated per optimizer step."
+    )
+    epochs: Annotated[float, Field(gt=0, le=1000)] = Field(description="Passes over the training data.")
+    lr_scheduler: LrScheduler = Field("cosine", description="Learning-rate schedule.")
+    warmup_steps: Annotated[int, Field(ge=0)] = Field(
+        0, description="Optimizer steps of linear warm-up; should be well below the total steps."
+    )
+    optimizer: Optimizer = Field("adamw_torch_fused", description="Optimizer, as the HF Trainer names it.")
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight decay.")
+    max_grad_norm: Annotated[float, Field(gt=0)] = Field(1.0, description="Gradient clipping norm.")
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(42, description="Random seed.")
+    precision: Precision = Field("bf16", description="Training precision: bf16, fp16 or fp32.")
+
+
+class DeepSpeed(ApiModel):
+    """DeepSpeed ZeRO settings; batch sizes and the rest are filled in by the HF integration."""
+
+    zero_stage: Annotated[int, Field(ge=0, le=3)] = Field(2, description="ZeRO stage 0, 1, 2 or 3.")
+    offload: Literal["none", "cpu"] = Field(
+        "none", description="Offload optimizer state (and with stage 3, parameters) to CPU memory."
+    )
+
+
+class ComputeResources(ApiModel):
+    """Where and with how much a pod runs."""
+
+    gpu_resource_name: Annotated[
+        str, StringConstraints(pattern=r"^([a-z0-9.-]+/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", max_length=253)
+    ] = Field("nvidia.com/gpu", description="Extended resource name of a GPU on your nodes.")
+    cpu: Quantity | None = Field(None, description="CPU request and limit, e.g. 32 or 500m.")
+    memory: Quantity | None = Field(None, description="Memory request and limit, e.g. 256Gi.")
+    node_selector: dict[
+        Annotated[str, StringConstraints(max_length=316)], Annotated[str, StringConstraints(max_length=63)]
+    ] | None = Field(None, description="Node labels the pod must match.", max_length=32)
+    tolerations: list[Toleration] | None = Field(
+        None, description="Taints the pod tolerates (e.g. of a GPU node pool).", max_length=32
+    )
+
+
+class TrainingResources(ComputeResources):
+    """Resources of the single training pod (all GPUs in one pod, one process per GPU)."""
+
+    gpus: Annotated[int, Field(ge=0, le=64)] = Field(
+        8, description="GPUs in the training pod; 0 trains on CPU (tests, demos)."
+    )
+    shared_memory: Quantity = Field(
+        "16Gi", description="Size of the in-memory /dev/shm that NCCL and data loaders use."
+    )
+
+
+class Training(ApiModel):
+    """How the base model is fine-tuned."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        None, description="Trainer image; defaults to the operator's configured trainer image."
+    )
+    method: Literal["full"] = Field("full", description="Fine-tuning method: full-parameter SFT (lora planned).")
+    template: Literal["llama3", "tokenizer"] = Field(
+        "llama3",
+        description="Chat template: llama3 (the Llama-3 instruct format), or tokenizer (the base "
+        "tokenizer's own). The template is saved with the weights so serving uses the same one.",
+    )
+    cutoff_length: Annotated[int, Field(ge=16, le=131072)] = Field(
+        2048, description="Tokens per sample (or packed sequence); longer samples are truncated."
+    )
+    packing: bool = Field(False, description="Pack several samples into each sequence.")
+    hyperparameters: Hyperparameters = Field(
+        description="Optimisation settings (immutable).",
+        json_schema_extra=rules(immutable("spec.training.hyperparameters")),
+    )
+    deepspeed: DeepSpeed = Field(
+        default_factory=DeepSpeed, description="DeepSpeed ZeRO settings.", json_schema_extra={"default": {}}
+    )
+    resources: TrainingResources = Field(
+        default_factory=TrainingResources,
+        description="Pod resources and placement.",
+        json_schema_extra={"default": {}},
+    )
+    checkpoint_every_steps: Annotated[int, Field(ge=1)] = Field(
+        100, description="Save a resumable checkpoint every this many optimizer steps."
+    )
+    max_retries: Annotated[int, Field(ge=0, le=20)] = Field(
+        3, description="Retries after preemption or node loss; code errors are not retried."
+    )
+
+
+class LossGuard(ApiModel):
+    """When a training loss means the model diverged (a diverged model is never served)."""
+
+    max_final_loss: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Reject the release when the final training loss is above this."
+    )
+    max_spike_ratio: Annotated[float, Field(gt=1, le=1000)] = Field(
+        4.0,
+        description="Stop training as Diverged when the loss exceeds this multiple of its running "
+        "minimum (a non-finite loss always stops it).",
+    )
+
+
+class BenchmarkRef(ApiModel):
+    """A multiple-choice benchmark (JSONL of question, choices, answer), from the hub or the volume."""
+
+    model_config = {"json_schema_extra": rules(NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME)}
+
+    name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-benchmark-v1.")
+    revision: Revision | None = Field(None, description="Hub revision of the benchmark.")
+    split: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)] | None = Field(
+        None, description="Split to score on (default: test)."
+    )
+    path: str | None = relative_path("JSONL file on the storage volume.", default=None)
+
+
+class Evaluation(ApiModel):
+    """Scoring after training; a release below minScore or with a diverged loss is Rejected."""
+
+    benchmark: BenchmarkRef = Field(description="The benchmark to score on.")
+    min_score: Annotated[float, Field(ge=0, le=100)] = Field(
+        description="Minimum accuracy in percent for the release to be served."
+    )
+    loss_guard: LossGuard = Field(
+        default_factory=LossGuard, description="Loss-divergence guard.", json_schema_extra={"default": {}}
+    )
+    gpus: Annotated[int, Field(ge=0, le=16)] = Field(1, description="GPUs of the evaluation pod.")
+
+
+class Serving(ApiModel):
+    """The vLLM Deployment that serves the newest passing release of a target."""
+
+    target: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=52)] | None = Field(
+        None,
+        description="Serving name shared by successive releases (the Deployment and Service name); "
+        "defaults to a name derived from spec.model.",
+    )
+    enabled: bool = Field(True, description="Roll the release out after it passes; false only trains.")
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        None, description="Server image; defaults to the operator's configured vLLM server image."
+    )
+    replicas: Annotated[int, Field(ge=1, le=100)] = Field(1, description="Serving pods.")
+    gpus: Annotated[int, Field(ge=0, le=16)] = Field(
+        1, description="GPUs per serving pod (the tensor-parallel size); 0 serves on CPU."
+    )
+    max_model_len: Annotated[int, Field(ge=16, le=1048576)] = Field(
+        4096, description="Longest context (prompt + completion) in tokens."
+    )
+    served_model_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=128)] | None = Field(
+        None,
+        description="Stable name clients request; defaults to spec.model. The revision-qualified "
+        "name <servedModelName>:<version> is served too.",
+    )
+    api_key_secret: SecretKeyRef | None = Field(
+        None, description="Secret holding the API key clients must send; none means no key."
+    )
+    extra_args: list[Annotated[str, StringConstraints(max_length=1024)]] | None = Field(
+        None, description="Extra vLLM arguments, passed through unchanged.", max_length=64
+    )
+    resources: ComputeResources = Field(
+        default_factory=ComputeResources,
+        description="Pod resources and placement.",
+        json_schema_extra={"default": {}},
+    )
+
+
+class PvcStorage(ApiModel):
+    """A PersistentVolumeClaim in the release's namespace."""
+
+    claim_name: DnsLabel = Field(description="Name of the PersistentVolumeClaim.")
+
+
+PATH_TEMPLATE_DESCRIPTION = (
+    "Path on the storage volume; {model}, {version}, {namespace} and {name} are replaced."
+)
+
+
+class Storage(ApiModel):
+    """Where checkpoints and final weights live. Only a PVC today; object storage and hub push later."""
+
+    pvc: PvcStorage = Field(description="The volume that holds base models, datasets, checkpoints and weights.")
+    artifact_path: str = relative_path(PATH_TEMPLATE_DESCRIPTION + " Final weights of the release.",
+                                       default="releases/{model}/{version}")
+    checkpoint_path: str = relative_path(PATH_TEMPLATE_DESCRIPTION + " Resumable checkpoints.",
+                                         default="checkpoints/{model}/{version}")
+
+
+class Hub(ApiModel):
+    """Access to a model hub for base models and datasets given by name."""
+
+    token_secret: SecretKeyRef | None = Field(
+        None, description="Secret with a hub token (for gated or private repositories)."
+    )
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=512)] | None = Field(
+        None, description="Hub endpoint (HF_ENDPOINT), for a mirror."
+    )
+    offline: bool = Field(False, description="Never reach the hub: every input must be a path.")
+
+
+class LegalModelReleaseSpec(ApiModel):
+    """One versioned release of a fine-tuned Taiwan-legal model."""
+
+    model_config = {"json_schema_extra": rules(
+        cel("!self.hub.offline || (!has(self.baseModel.name) && self.datasets.all(d, !has(d.name)))",
+            "hub.offline requires baseModel.path and a path for every dataset",
+            field_path=".hub.offline"),
+        cel("!has(self.evaluation) || !has(self.evaluation.benchmark.name) || !self.hub.offline",
+            "hub.offline requires evaluation.benchmark.path", field_path=".evaluation.benchmark"),
+    )}
+
+    model: RepoId = Field(description="Repository id of the released model, e.g. lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct.")
+    version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN, max_length=64)] = Field(
+        description="Release version vMAJOR.MINOR.PATCH (v1.0.0 or v2024.11.13); the revision serving pins.",
+        json_schema_extra=rules(immutable("spec.version")),
+    )
+    base_model: BaseModelRef = Field(
+        description="The model to fine-tune (immutable).", json_schema_extra=rules(immutable("spec.baseModel"))
+    )
+    datasets: list[DatasetRef] = Field(
+        description="Training datasets, mixed in this order (immutable).",
+        min_length=1,
+        max_length=64,
+        json_schema_extra=rules(immutable("spec.datasets")),
+    )
+    training: Training = Field(description="How to fine-tune.")
+    evaluation: Evaluation | None = Field(
+        None, description="Optional scoring gate between training and serving."
+    )
+    serving: Serving = Field(
+        default_factory=Serving, description="How to serve the release.", json_schema_extra={"default": {}}
+    )
+    storage: Storage = Field(description="Where checkpoints and weights live.")
+    hub: Hub = Field(default_factory=Hub, description="Model hub access.", json_schema_extra={"default": {}})

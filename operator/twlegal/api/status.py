@@ -1,0 +1,92 @@
+"""`status` of a LegalModelRelease: written by the operator only (status subresource)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import StatusModel
+
+Phase = Literal[
+    "Pending", "Training", "Evaluating", "RollingOut", "Serving",
+    "Superseded", "Failed", "Rejected", "RolledBack",
+]
+PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
+ConditionType = Literal["Trained", "Evaluated", "Deployed", "Ready"]
+
+
+class Condition(StatusModel):
+    """A metav1.Condition."""
+
+    type: str = Field(description="Trained, Evaluated, Deployed or Ready.", max_length=316)
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.", max_length=1024)
+    message: str = Field("", description="Human-readable details.", max_length=32768)
+    observed_generation: int | None = Field(None, description="spec generation the condition reflects.", ge=0)
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+
+
+class TrainingStatus(StatusModel):
+    """What the training Job did, from the trainer's result."""
+
+    job: str | None = Field(None, description="Name of the training Job.")
+    start_time: str | None = Field(None, description="When the Job started.")
+    completion_time: str | None = Field(None, description="When the Job finished.")
+    attempts: int | None = Field(None, description="Pods the Job ran (retries after preemption included).")
+    final_loss: float | None = Field(None, description="Training loss at the end of the run.")
+    global_step: int | None = Field(None, description="Optimizer steps taken.")
+    total_steps: int | None = Field(None, description="Optimizer steps planned.")
+    runtime_seconds: float | None = Field(None, description="Training runtime in seconds.")
+    samples_per_second: float | None = Field(None, description="Training samples per second.")
+    tokens_per_second: float | None = Field(None, description="Training tokens per second.")
+    total_flos: float | None = Field(None, description="Floating-point operations of the run.")
+    checkpoint: str | None = Field(None, description="Newest checkpoint on the storage volume.")
+    warnings: list[str] | None = Field(None, description="Warnings the trainer raised (e.g. warm-up >= total steps).")
+
+
+class EvaluationStatus(StatusModel):
+    """The score of the release on its benchmark."""
+
+    job: str | None = Field(None, description="Name of the evaluation Job.")
+    benchmark: str | None = Field(None, description="Benchmark name or path.")
+    score: float | None = Field(None, description="Accuracy in percent.")
+    min_score: float | None = Field(None, description="Threshold the score was held against.")
+    passed: bool | None = Field(None, description="Whether the release may be served.")
+
+
+class ServingStatus(StatusModel):
+    """Where the release is (or was) served."""
+
+    target: str | None = Field(None, description="Serving target.")
+    deployment: str | None = Field(None, description="Name of the vLLM Deployment.")
+    service: str | None = Field(None, description="Name of the Service.")
+    endpoint: str | None = Field(None, description="In-cluster OpenAI-compatible base URL.")
+    revision: str | None = Field(None, description="Revision the Deployment serves for this release.")
+    ready_replicas: int | None = Field(None, description="Ready serving pods.")
+    previous_revision: str | None = Field(None, description="Revision that served before this release.")
+    serving_since: str | None = Field(None, description="When this release started serving.")
+    superseded_by: str | None = Field(None, description="Release that replaced this one.")
+
+
+class ArtifactStatus(StatusModel):
+    """The release's final weights."""
+
+    path: str | None = Field(None, description="Directory of the weights on the storage volume.")
+    checksum: str | None = Field(None, description="sha256 of the weights' checksum manifest.")
+
+
+class LegalModelReleaseStatus(StatusModel):
+    """Observed state of the release."""
+
+    observed_generation: int | None = Field(None, description="Generation of spec this status reflects.")
+    phase: Phase | None = Field(None, description="Summary of the lifecycle for humans and printer columns.")
+    conditions: list[Condition] | None = Field(
+        None,
+        description="Trained, Evaluated, Deployed and Ready conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    training: TrainingStatus | None = Field(None, description="Training run.")
+    evaluation: EvaluationStatus | None = Field(None, description="Evaluation result.")
+    serving: ServingStatus | None = Field(None, description="Serving state.")
+    artifact: ArtifactStatus | None = Field(None, description="Final weights.")

@@ -1,0 +1,61 @@
+"""operator -> server launcher: container args, parsed by the launcher with the same definition."""
+
+from __future__ import annotations
+
+import argparse
+
+from pydantic import Field
+
+from ..api.common import ApiModel
+
+API_KEY_ENV = "TWLEGAL_API_KEY"
+PORT = 8000
+
+
+class ServingLaunch(ApiModel):
+    """How the launcher starts vLLM for one pinned revision."""
+
+    model: str = Field(description="Directory of the revision's weights, or a hub repository id.")
+    revision: str = Field(description="The release version that must be served.")
+    served_model_names: list[str] = Field(min_length=1, description="Stable alias first, then name:revision.")
+    max_model_len: int = Field(ge=16)
+    tensor_parallel_size: int = Field(1, ge=1)
+    port: int = Field(PORT, ge=1, le=65535)
+    verify_manifest: bool = Field(True, description="Check the weights against the checksum manifest first.")
+    extra_args: list[str] = Field(default_factory=list)
+
+    def to_argv(self) -> list[str]:
+        argv = ["--model", self.model, "--revision", self.revision]
+        for name in self.served_model_names:
+            argv += ["--served-model-name", name]
+        argv += [
+            "--max-model-len", str(self.max_model_len),
+            "--tensor-parallel-size", str(self.tensor_parallel_size),
+            "--port", str(self.port),
+        ]
+        if not self.verify_manifest:
+            argv.append("--no-verify-manifest")
+        if self.extra_args:
+            argv += ["--", *self.extra_args]
+        return argv
+
+    @classmethod
+    def from_argv(cls, argv: list[str]) -> "ServingLaunch":
+        extra: list[str] = []
+        if "--" in argv:
+            cut = argv.index("--")
+            argv, extra = argv[:cut], argv[cut + 1:]
+        parser = argparse.ArgumentParser(prog="twlegal-serve", exit_on_error=False)
+        parser.add_argument("--model", required=True)
+        parser.add_argument("--revision", required=True)
+        parser.add_argument("--served-model-name", action="append", required=True, dest="names")
+        parser.add_argument("--max-model-len", type=int, required=True)
+        parser.add_argument("--tensor-parallel-size", type=int, default=1)
+        parser.add_argument("--port", type=int, default=PORT)
+        parser.add_argument("--no-verify-manifest", action="store_true")
+        ns = parser.parse_args(argv)
+        return cls(
+            model=ns.model, revision=ns.revision, served_model_names=ns.names,
+            max_model_len=ns.max_model_len, tensor_parallel_size=ns.tensor_parallel_size,
+            port=ns.port, verify_manifest=not ns.no_verify_manifest, extra_args=extra,
+        )

@@ -1,0 +1,108 @@
+"""Pieces shared by every pod a release runs: volumes, security context, placement, hub access."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.spec import ComputeResources
+from ..api.release import API_VERSION, KIND, LegalModelRelease
+from .settings import OperatorSettings
+
+STORAGE_VOLUME = "models"
+CONFIG_VOLUME = "config"
+SHM_VOLUME = "dshm"
+
+
+def owner_reference(release: LegalModelRelease, *, controller: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": release.name,
+        "uid": release.metadata.uid,
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def object_meta(release: LegalModelRelease, name: str, labels: dict[str, str],
+                annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """metadata of a child; owner references only when the release exists in a cluster (has a uid)."""
+    meta: dict[str, Any] = {"name": name, "namespace": release.namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    if release.metadata.uid:
+        meta["ownerReferences"] = [owner_reference(release)]
+    return meta
+
+
+def pod_security_context(settings: OperatorSettings) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.run_as_user,
+        "runAsGroup": settings.run_as_user,
+        "fsGroup": settings.run_as_user,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Meets the "restricted" Pod Security Standard."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def storage_volume(release: LegalModelRelease, *, read_only: bool = False) -> dict[str, Any]:
+    claim: dict[str, Any] = {"claimName": release.spec.storage.pvc.claim_name}
+    if read_only:
+        claim["readOnly"] = True
+    return {"name": STORAGE_VOLUME, "persistentVolumeClaim": claim}
+
+
+def shm_volume(size: int | str) -> dict[str, Any]:
+    return {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": str(size)}}
+
+
+def resources(spec: ComputeResources, gpus: int) -> dict[str, Any]:
+    """Requests equal limits: training and serving pods should be Guaranteed, never throttled."""
+    amounts: dict[str, Any] = {}
+    if spec.cpu is not None:
+        amounts["cpu"] = str(spec.cpu)
+    if spec.memory is not None:
+        amounts["memory"] = str(spec.memory)
+    if gpus:
+        amounts[spec.gpu_resource_name] = str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def placement(spec: ComputeResources) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if spec.node_selector:
+        out["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        out["tolerations"] = [t.to_wire() for t in spec.tolerations]
+    return out
+
+
+def hub_env(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Hub cache on the volume (survives retries), token from a Secret, endpoint, offline mode."""
+    hub = release.spec.hub
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HOME", "value": f"{settings.storage_mount_path}/{settings.hub_cache_subpath}"},
+    ]
+    if hub.token_secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": hub.token_secret.name, "key": hub.token_secret.key}}})
+    if hub.endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": hub.endpoint})
+    if hub.offline:
+        env += [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HF_DATASETS_OFFLINE", "value": "1"}]
+    return env
+
+
+def volume_path(settings: OperatorSettings, subpath: str) -> str:
+    return f"{settings.storage_mount_path}/{subpath}"

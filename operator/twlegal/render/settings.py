@@ -1,0 +1,33 @@
+"""Operator-wide settings the renderers need (images, mount points, security defaults)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+
+
+class OperatorSettings(BaseModel):
+    """Defaults a release can override, and choices that are the operator's, not the user's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trainer_image: str = Field(f"ghcr.io/twlegal/trainer:{__version__}", description="Default trainer image.")
+    server_image: str = Field(f"ghcr.io/twlegal/server:{__version__}", description="Default vLLM server image.")
+    image_pull_policy: str = "IfNotPresent"
+    storage_mount_path: str = "/mnt/twlegal"
+    config_mount_path: str = "/etc/twlegal"
+    hub_cache_subpath: str = ".cache/huggingface"
+    run_as_user: int = 1000
+    # Processes per training pod when it has no GPU (CPU runs in tests and demos).
+    cpu_processes: int = Field(1, ge=1)
+    # How long a preempted trainer may take to write its checkpoint.
+    training_grace_seconds: int = Field(300, ge=30)
+    evaluation_retries: int = Field(1, ge=0)
+    # Serving: a pod that never becomes ready within this is a failed rollout.
+    rollout_deadline_seconds: int = Field(1800, ge=60)
+    startup_timeout_seconds: int = Field(3600, ge=60)
+    serving_grace_seconds: int = Field(120, ge=10)
+
+
+DEFAULT_SETTINGS = OperatorSettings()

@@ -1,0 +1,150 @@
+"""The training stage: a ConfigMap with the trainer's config and a one-pod Job that runs it."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..api.release import LegalModelRelease
+from ..api.spec import LossGuard
+from ..contracts.training import (
+    CONFIG_FILE,
+    RETRIABLE_EXIT_CODES,
+    DatasetSource,
+    ExitCode,
+    ModelSource,
+    ReleaseIdentity,
+    TrainingConfig,
+)
+from . import names, pod
+from .settings import OperatorSettings
+
+CONTAINER = "trainer"
+
+
+def identity(release: LegalModelRelease) -> ReleaseIdentity:
+    return ReleaseIdentity(namespace=release.namespace, name=release.name,
+                           model=release.spec.model, version=release.spec.version)
+
+
+def training_config(release: LegalModelRelease, settings: OperatorSettings) -> TrainingConfig:
+    spec = release.spec
+    training = spec.training
+    gpus = training.resources.gpus
+
+    def on_volume(path: str | None) -> str | None:
+        return pod.volume_path(settings, path) if path else None
+
+    return TrainingConfig(
+        release=identity(release),
+        base_model=ModelSource(name=spec.base_model.name, revision=spec.base_model.revision,
+                               path=on_volume(spec.base_model.path)),
+        datasets=[
+            DatasetSource(name=d.name, revision=d.revision, split=d.split, path=on_volume(d.path),
+                          format=d.format, max_samples=d.max_samples)
+            for d in spec.datasets
+        ],
+        method=training.method,
+        template=training.template,
+        cutoff_length=training.cutoff_length,
+        packing=training.packing,
+        hyperparameters=training.hyperparameters,
+        deepspeed=training.deepspeed,
+        loss_guard=spec.evaluation.loss_guard if spec.evaluation else LossGuard(),
+        processes=gpus or settings.cpu_processes,
+        use_cpu=gpus == 0,
+        checkpoint_dir=pod.volume_path(settings, names.checkpoint_subpath(release)),
+        checkpoint_every_steps=training.checkpoint_every_steps,
+        output_dir=pod.volume_path(settings, names.artifact_subpath(release)),
+        hub_offline=spec.hub.offline,
+    )
+
+
+def config_map(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any]:
+    config = training_config(release, settings).to_json()
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": pod.object_meta(release, names.training_job_name(release),
+                                    names.labels(release, "training")),
+        "data": {CONFIG_FILE: config},
+    }
+
+
+def config_hash(config_map_obj: dict[str, Any]) -> str:
+    return hashlib.sha256(config_map_obj["data"][CONFIG_FILE].encode()).hexdigest()[:16]
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Preemption and eviction are retried (and do not use up retries); a code error is not."""
+    return {"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {
+            "containerName": CONTAINER,
+            "operator": "NotIn",
+            "values": sorted({int(ExitCode.SUCCEEDED), *RETRIABLE_EXIT_CODES}),
+        }},
+    ]}
+
+
+def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any]:
+    training = release.spec.training
+    res = training.resources
+    cm = config_map(release, settings)
+    job_labels = names.labels(release, "training")
+    config_path = f"{settings.config_mount_path}/{CONFIG_FILE}"
+    container = {
+        "name": CONTAINER,
+        "image": training.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        # The entrypoint starts one process per GPU (torchrun) with DeepSpeed.
+        "command": ["twlegal-train"],
+        "args": ["run", "--config", config_path],
+        "env": [
+            {"name": "TWLEGAL_RELEASE", "value": f"{release.namespace}/{release.name}"},
+            *pod.hub_env(release, settings),
+            {"name": "HOME", "value": "/tmp"},
+            *([{"name": "DS_ACCELERATOR", "value": "cpu"}] if res.gpus == 0 else []),
+        ],
+        "resources": pod.resources(res, res.gpus),
+        "volumeMounts": [
+            {"name": pod.CONFIG_VOLUME, "mountPath": settings.config_mount_path, "readOnly": True},
+            {"name": pod.STORAGE_VOLUME, "mountPath": settings.storage_mount_path},
+            {"name": pod.SHM_VOLUME, "mountPath": "/dev/shm"},
+        ],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": pod.container_security_context(),
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": settings.training_grace_seconds,
+        "securityContext": pod.pod_security_context(settings),
+        "containers": [container],
+        "volumes": [
+            {"name": pod.CONFIG_VOLUME, "configMap": {"name": cm["metadata"]["name"]}},
+            pod.storage_volume(release),
+            pod.shm_volume(res.shared_memory),
+        ],
+        **pod.placement(res),
+    }
+    annotations = {f"{names.ANNOTATION_PREFIX}/config-hash": config_hash(cm)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": pod.object_meta(release, names.training_job_name(release), job_labels, annotations),
+        "spec": {
+            "backoffLimit": training.max_retries,
+            "podFailurePolicy": pod_failure_policy(),
+            "completions": 1,
+            "parallelism": 1,
+            "template": {
+                "metadata": {"labels": job_labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
+    return [config_map(release, settings), job(release, settings)]
