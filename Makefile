@@ -1,6 +1,6 @@
 # The two commands a fresh machine needs are `make demo` and `make test`; the rest are helpers.
 SHELL := /bin/bash
-EXTRAS ?= operator,test
+EXTRAS ?= operator,dev,test
 VENV = $(shell hack/ensure-venv.sh $(EXTRAS))
 PYTEST_ARGS ?=
 
@@ -29,4 +29,4 @@ crds:
 
 ## binaries: build (or reuse) etcd, kube-apiserver & co, kwok and helm from the Go module proxy
 binaries:
-	hack/build-binaries.sh all
+	operator/twlegal/devcluster/build-binaries.sh all

@@ -77,6 +77,13 @@ def crd_yaml() -> str:
     return CRD_HEADER + yamlio.dump(custom_resource_definition())
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from .handlers import run  # kopf and the kubernetes client: only for this command
+
+    run(namespaces=args.namespace or None, liveness_port=args.liveness_port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twlegal", description=__doc__)
     parser.add_argument("--version", action="version", version=f"twlegal {__version__}")
@@ -92,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=STAGES, default="training")
     p.add_argument("--settings", metavar="YAML", help="operator settings (images, mount paths)")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("operator", help="run the operator (KUBECONFIG or in-cluster credentials)")
+    p.add_argument("-n", "--namespace", action="append",
+                   help="watch only this namespace (repeatable); default: all namespaces")
+    p.add_argument("--liveness-port", type=int, default=8081, help="port of /healthz (0: off)")
+    p.set_defaults(func=cmd_operator)
 
     p = sub.add_parser("crd", help="print the LegalModelRelease CustomResourceDefinition")
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")

@@ -47,6 +47,7 @@ class ApiModel(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         protected_namespaces=(),
+        validate_default=True,  # a default must pass its own field's rules (the API server checks)
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -73,6 +74,7 @@ REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
 # Paths are relative to the release's storage volume, so a release cannot reach outside it.
 RELATIVE_PATH_PATTERN = r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$"
+PATH_TEMPLATE_PATTERN = r"^[A-Za-z0-9._{}-][A-Za-z0-9._{}/-]*$"
 NO_PARENT_DIR = cel("!self.contains('..')", "must not contain '..'")
 
 RepoId = Annotated[str, StringConstraints(pattern=REPO_ID_PATTERN, max_length=128)]
@@ -85,10 +87,10 @@ Quantity = Annotated[
 ]
 
 
-def relative_path(description: str, **kwargs: Any) -> Any:
+def relative_path(description: str, *, template: bool = False, **kwargs: Any) -> Any:
     return Field(
         description=description,
-        pattern=RELATIVE_PATH_PATTERN,
+        pattern=PATH_TEMPLATE_PATTERN if template else RELATIVE_PATH_PATTERN,
         max_length=512,
         json_schema_extra=rules(NO_PARENT_DIR),
         **kwargs,

@@ -279,9 +279,9 @@ class Storage(ApiModel):
 
     pvc: PvcStorage = Field(description="The volume that holds base models, datasets, checkpoints and weights.")
     artifact_path: str = relative_path(PATH_TEMPLATE_DESCRIPTION + " Final weights of the release.",
-                                       default="releases/{model}/{version}")
+                                       template=True, default="releases/{model}/{version}")
     checkpoint_path: str = relative_path(PATH_TEMPLATE_DESCRIPTION + " Resumable checkpoints.",
-                                         default="checkpoints/{model}/{version}")
+                                         template=True, default="checkpoints/{model}/{version}")
 
 
 class Hub(ApiModel):

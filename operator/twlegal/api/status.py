@@ -11,6 +11,7 @@ from .common import StatusModel
 Phase = Literal[
     "Pending", "Training", "Evaluating", "RollingOut", "Serving",
     "Superseded", "Failed", "Rejected", "RolledBack",
+    "Completed",  # trained and passed, with spec.serving.enabled false
 ]
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
 ConditionType = Literal["Trained", "Evaluated", "Deployed", "Ready"]

@@ -24,9 +24,11 @@ def evaluation_job_name(release: LegalModelRelease) -> str:
 
 def serving_target(release: LegalModelRelease) -> str:
     """spec.serving.target, or a DNS label derived from spec.model."""
-    if release.spec.serving.target:
-        return release.spec.serving.target
-    slug = re.sub(r"[^a-z0-9]+", "-", release.spec.model.split("/")[-1].lower()).strip("-")
+    return release.spec.serving.target or default_target(release.spec.model)
+
+
+def default_target(model: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", model.split("/")[-1].lower()).strip("-")
     slug = slug[:52].rstrip("-")
     return slug if slug and slug[0].isalpha() else f"m-{slug}"[:52].rstrip("-")
 

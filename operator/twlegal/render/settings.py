@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
@@ -25,9 +27,16 @@ class OperatorSettings(BaseModel):
     training_grace_seconds: int = Field(300, ge=30)
     evaluation_retries: int = Field(1, ge=0)
     # Serving: a pod that never becomes ready within this is a failed rollout.
-    rollout_deadline_seconds: int = Field(1800, ge=60)
+    rollout_deadline_seconds: int = Field(1800, ge=5)
     startup_timeout_seconds: int = Field(3600, ge=60)
     serving_grace_seconds: int = Field(120, ge=10)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "OperatorSettings":
+        """TWLEGAL_<FIELD> variables, e.g. TWLEGAL_TRAINER_IMAGE, TWLEGAL_ROLLOUT_DEADLINE_SECONDS."""
+        values = {name: env[f"TWLEGAL_{name.upper()}"] for name in cls.model_fields
+                  if f"TWLEGAL_{name.upper()}" in env}
+        return cls.model_validate(values)
 
 
 DEFAULT_SETTINGS = OperatorSettings()

@@ -90,15 +90,20 @@ build_kwok() {
 }
 
 build_helm() {
-  local out=$CACHE/bin/helm-$HELM_VERSION
+  local out=$CACHE/bin/helm-$HELM_VERSION-k8s-$K8S_VERSION
   [ -x "$out/helm" ] && { log "helm $HELM_VERSION cached in $out"; return; }
   local work=$CACHE/src/helm-$HELM_VERSION
   mkdir -p "$work" "$out"; cd "$work"
   [ -f go.mod ] || go mod init twlegal.local/helm >/dev/null 2>&1
   go get "helm.sh/helm/v3@$HELM_VERSION"
   log "building helm $HELM_VERSION"
-  go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    -o "$out/helm" helm.sh/helm/v3/cmd/helm
+  # Without the Kubernetes version in the ldflags, helm assumes v1.20 (as upstream's Makefile sets it).
+  local k8s_minor=${K8S_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
+  done
+  go build -trimpath -ldflags "$ld" -o "$out/helm" helm.sh/helm/v3/cmd/helm
 }
 
 what=${1:-all}

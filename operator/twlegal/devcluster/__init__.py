@@ -1,0 +1,1 @@
+"""A local Kubernetes control plane from upstream sources (`twlegal dev cluster`), for tests and demos."""

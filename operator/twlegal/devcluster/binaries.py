@@ -1,0 +1,50 @@
+"""Where the upstream binaries come from: a directory the user names, or a cached build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+K8S_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.16"
+HELM_VERSION = "v3.22.0"
+KWOK_VERSION = "v0.7.0"
+BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TWLEGAL_CACHE", Path.home() / ".cache" / "twlegal"))
+
+
+def _built(name: str) -> Path:
+    bin_dir = cache_dir() / "bin"
+    if name == "etcd":
+        return bin_dir / f"etcd-{ETCD_VERSION}" / "etcd"
+    if name == "helm":
+        return bin_dir / f"helm-{HELM_VERSION}-k8s-{K8S_VERSION}" / "helm"
+    if name == "kwok":
+        return bin_dir / f"kwok-{KWOK_VERSION}" / "kwok"
+    return bin_dir / f"kubernetes-{K8S_VERSION}" / name
+
+
+def _user_dirs() -> list[Path]:
+    # KUBEBUILDER_ASSETS is envtest's convention (etcd, kube-apiserver, kubectl).
+    return [Path(os.environ[var]) for var in ("TWLEGAL_K8S_BIN_DIR", "KUBEBUILDER_ASSETS") if os.environ.get(var)]
+
+
+def find(name: str, *, build: bool = True) -> Path:
+    """The binary `name`: from a user-given directory first, then the cache (building it if asked)."""
+    for directory in _user_dirs():
+        if (directory / name).is_file():
+            return directory / name
+    path = _built(name)
+    if not path.is_file() and build:
+        what = {"etcd": "etcd", "helm": "helm", "kwok": "kwok"}.get(name, "kubernetes")
+        subprocess.run(["bash", str(BUILD_SCRIPT), what], check=True,
+                       env={**os.environ, "K8S_VERSION": K8S_VERSION, "ETCD_VERSION": ETCD_VERSION,
+                            "HELM_VERSION": HELM_VERSION, "KWOK_VERSION": KWOK_VERSION})
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} not found in {[str(d) for d in _user_dirs()]} nor at {path}")
+    return path

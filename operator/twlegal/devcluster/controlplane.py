@@ -1,0 +1,199 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler, built from upstream sources. For tests and `twlegal dev cluster`.
+
+Each component is a child process; the state directory holds the PKI, etcd's data, logs, the
+admin kubeconfig and the pids, so `twlegal dev cluster down` can stop a cluster another process
+started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import binaries, pki
+
+SERVICE_CIDR = "10.0.0.0/24"
+READY_TIMEOUT = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def kubeconfig_text(server: str, ca: Path, *, cert: Path | None = None, key: Path | None = None,
+                    token: str | None = None, user: str = "admin", namespace: str | None = None) -> str:
+    user_entry: dict = {}
+    if cert and key:
+        user_entry = {"client-certificate": str(cert), "client-key": str(key)}
+    if token:
+        user_entry = {"token": token}
+    context: dict = {"cluster": "twlegal-dev", "user": user}
+    if namespace:
+        context["namespace"] = namespace
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "twlegal-dev", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": user_entry}],
+        "contexts": [{"name": "twlegal-dev", "context": context}],
+        "current-context": "twlegal-dev",
+    }, indent=2)
+
+
+@dataclass
+class ControlPlane:
+    """One local control plane, identified by its state directory."""
+
+    state_dir: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "admin.kubeconfig"
+
+    @property
+    def pids_file(self) -> Path:
+        return self.state_dir / "pids.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    def server(self) -> str:
+        return json.loads(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+
+    def _spawn(self, name: str, argv: list[str], *, detach: bool) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, start_new_session=detach)
+        log.close()
+
+    def start(self, *, detach: bool = False) -> "ControlPlane":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        certs = pki.create(self.state_dir / "pki")
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        kcm_port, sched_port = free_port(), free_port()
+        server = f"https://127.0.0.1:{api_port}"
+        self.kubeconfig.write_text(kubeconfig_text(server, certs.ca_cert, cert=certs.admin_cert, key=certs.admin_key))
+        etcd_data = self.state_dir / "etcd"
+        self._spawn("etcd", [
+            str(binaries.find("etcd")), "--data-dir", str(etcd_data), "--name", "twlegal-dev",
+            "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+            "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-cluster", f"twlegal-dev=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync", "--quota-backend-bytes", str(2 * 1024**3),
+        ], detach=detach)
+        self._spawn("kube-apiserver", [
+            str(binaries.find("kube-apiserver")),
+            "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
+            "--bind-address", "127.0.0.1", "--secure-port", str(api_port),
+            "--advertise-address", "127.0.0.1", "--endpoint-reconciler-type", "none",
+            "--tls-cert-file", str(certs.serving_cert), "--tls-private-key-file", str(certs.serving_key),
+            "--client-ca-file", str(certs.ca_cert),
+            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file", str(certs.sa_pub),
+            "--service-account-signing-key-file", str(certs.sa_key),
+            "--service-cluster-ip-range", SERVICE_CIDR,
+            "--authorization-mode", "Node,RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ], detach=detach)
+        self._wait_ready(server, certs)
+        self._spawn("kube-controller-manager", [
+            str(binaries.find("kube-controller-manager")),
+            "--kubeconfig", str(self.kubeconfig),
+            "--authentication-kubeconfig", str(self.kubeconfig),
+            "--authorization-kubeconfig", str(self.kubeconfig),
+            "--bind-address", "127.0.0.1", "--secure-port", str(kcm_port),
+            "--service-account-private-key-file", str(certs.sa_key),
+            "--root-ca-file", str(certs.ca_cert),
+            "--cluster-signing-cert-file", str(certs.ca_cert),
+            "--cluster-signing-key-file", str(certs.ca_key),
+            "--controllers", "*", "--leader-elect=false",
+            "--concurrent-deployment-syncs", "10", "--concurrent-job-syncs", "10",
+            "--profiling=false",
+        ], detach=detach)
+        self._spawn("kube-scheduler", [
+            str(binaries.find("kube-scheduler")),
+            "--kubeconfig", str(self.kubeconfig),
+            "--authentication-kubeconfig", str(self.kubeconfig),
+            "--authorization-kubeconfig", str(self.kubeconfig),
+            "--bind-address", "127.0.0.1", "--secure-port", str(sched_port),
+            "--leader-elect=false", "--profiling=false",
+        ], detach=detach)
+        self.pids_file.write_text(json.dumps({n: p.pid for n, p in self.processes.items()}))
+        return self
+
+    def _wait_ready(self, server: str, certs: pki.Pki) -> None:
+        context = ssl.create_default_context(cafile=str(certs.ca_cert))
+        context.load_cert_chain(str(certs.admin_cert), str(certs.admin_key))
+        deadline = time.monotonic() + READY_TIMEOUT
+        last = ""
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
+            try:
+                with urllib.request.urlopen(f"{server}/readyz", context=context, timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise TimeoutError(f"kube-apiserver not ready after {READY_TIMEOUT}s: {last}")
+
+    def running(self) -> dict[str, bool]:
+        if not self.pids_file.exists():
+            return {}
+        out = {}
+        for name, pid in json.loads(self.pids_file.read_text()).items():
+            try:
+                os.kill(pid, 0)
+                out[name] = True
+            except ProcessLookupError:
+                out[name] = False
+        return out
+
+    def stop(self) -> None:
+        pids = json.loads(self.pids_file.read_text()) if self.pids_file.exists() else {}
+        pids.update({n: p.pid for n, p in self.processes.items()})
+        for name in reversed(list(pids)):
+            try:
+                os.kill(pids[name], signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 15
+        for name, pid in pids.items():
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                if name in self.processes and self.processes[name].poll() is not None:
+                    break
+                time.sleep(0.1)
+            else:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.processes.clear()
+        self.pids_file.unlink(missing_ok=True)

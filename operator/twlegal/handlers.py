@@ -1,0 +1,116 @@
+"""kopf wiring: every event that could change a release's state leads to the same reconcile().
+
+- a release is created, changed, or listed again on start-up (resume)  -> reconcile it
+- a Job it owns changes                                                 -> reconcile its release
+- a serving Deployment changes                                          -> reconcile every release of that target
+- every `resync_seconds`                                                -> reconcile releases still in flight
+Nothing here decides anything; see policies/.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from .api.release import GROUP, PLURAL, VERSION
+from .kube import Kube
+from .policies.lifecycle import TERMINAL
+from .reconciler import Reconciler
+from .render import names
+from .render.settings import OperatorSettings
+
+log = logging.getLogger("twlegal.operator")
+MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
+_state: dict[str, Any] = {}
+
+
+def reconciler() -> Reconciler:
+    return _state["reconciler"]
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Our own annotation prefix and finalizer name, never kopf's shared defaults. The operator
+    # needs no finalizer (nothing outside Kubernetes to clean up) and registers no deletion handler.
+    settings.persistence.finalizer = f"{names.ANNOTATION_PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING
+    settings.peering.standalone = True
+    settings.execution.max_workers = int(os.environ.get("TWLEGAL_WORKERS", "8"))
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    operator_settings = OperatorSettings.from_env(os.environ)
+    _state["reconciler"] = Reconciler(Kube(), operator_settings)
+    port = int(os.environ.get("TWLEGAL_METRICS_PORT", "8080"))
+    if port:
+        start_http_server(port)
+    resync = float(os.environ.get("TWLEGAL_RESYNC_SECONDS", "60"))
+    stop = threading.Event()
+    _state["stop"] = stop
+    threading.Thread(target=_resync_loop, args=(stop, resync), name="twlegal-resync", daemon=True).start()
+    log.info("twlegal operator started: %s", operator_settings.model_dump())
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    if "stop" in _state:
+        _state["stop"].set()
+
+
+def _resync_loop(stop: threading.Event, interval: float) -> None:
+    """A safety net for missed events; also what notices a Job deleted by hand."""
+    while not stop.wait(interval):
+        for (namespace, name), phase in list(reconciler().phases.items()):
+            if phase in TERMINAL:
+                continue
+            try:
+                reconciler().reconcile(namespace, name)
+            except Exception:  # noqa: BLE001 - keep the loop alive; the error is counted and logged
+                log.exception("resync of %s/%s failed", namespace, name)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def releases_by_target(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
+    target = spec.get("serving", {}).get("target") or names.default_target(spec.get("model", ""))
+    return {(namespace, target): name}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def release_event(event: kopf.RawEvent, namespace: str, name: str, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        reconciler().forget(namespace, name)
+        return
+    reconciler().reconcile(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+def job_event(namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    release = labels.get(names.RELEASE_LABEL)
+    if release:
+        reconciler().reconcile(namespace, release)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+def deployment_event(namespace: str, labels: kopf.Labels, releases_by_target: kopf.Index, **_: Any) -> None:
+    target = labels.get(names.TARGET_LABEL)
+    for release in list(releases_by_target.get((namespace, target), [])):
+        reconciler().reconcile(namespace, release)
+
+
+def run(*, namespaces: list[str] | None = None, liveness_port: int = 8081) -> None:
+    """Run the operator until interrupted (cluster-wide unless namespaces are given)."""
+    kopf.configure(verbose=False)
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces or (),
+        standalone=True,
+        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+    )
+

@@ -1,0 +1,115 @@
+"""The one module that talks to the Kubernetes API server (official client, server-side apply)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from .api.release import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+FIELD_MANAGER = "twlegal-operator"
+REPORTING_CONTROLLER = "twlegal.io/operator"
+_PLURALS = {"ConfigMap": "configmaps", "Service": "services", "Pod": "pods", "Job": "jobs",
+            "Deployment": "deployments", KIND: PLURAL}
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str | None = None, sub: str = "") -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{_PLURALS[kind]}"
+    if name:
+        path += f"/{name}"
+    return path + (f"/{sub}" if sub else "")
+
+
+def load_client() -> client.ApiClient:
+    """From KUBECONFIG / ~/.kube/config, or in-cluster when running in a pod."""
+    try:
+        config.load_kube_config()
+    except config.ConfigException:
+        config.load_incluster_config()
+    return client.ApiClient()
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None):
+        self.api = api_client or load_client()
+        self.instance = socket.gethostname()
+
+    def _call(self, method: str, path: str, *, body: Any = None, query: list | None = None,
+              content_type: str = "application/json") -> Any:
+        return self.api.call_api(
+            path, method, query_params=query or [], body=body,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True)
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", path)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # --- reading ------------------------------------------------------------------------------
+    def get_release(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(_path(API_VERSION, KIND, namespace, name))
+
+    def list_releases(self, namespace: str) -> list[dict[str, Any]]:
+        return self._call("GET", _path(API_VERSION, KIND, namespace))["items"]
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(_path(api_version, kind, namespace, name))
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._call("GET", _path("v1", "Pod", namespace), query=[("labelSelector", selector)])["items"]
+
+    # --- writing ------------------------------------------------------------------------------
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's one field manager."""
+        meta = obj["metadata"]
+        return self._call("PATCH", _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+                          body=obj, query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                          content_type="application/apply-patch+yaml")
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create; False when it already exists (Jobs are immutable: never re-applied)."""
+        try:
+            self._call("POST", _path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"]), body=obj,
+                       query=[("fieldManager", FIELD_MANAGER)])
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
+                "status": status}
+        self._call("PATCH", _path(API_VERSION, KIND, namespace, name, "status"), body=body,
+                   query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                   content_type="application/apply-patch+yaml")
+
+    def emit_event(self, release: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = release["metadata"]
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "eventTime": now,
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": self.instance[:128],
+            "action": reason[:128],
+            "reason": reason[:128],
+            "note": message[:1024],
+            "type": type_,
+            "regarding": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
+                          "namespace": meta["namespace"], "uid": meta.get("uid")},
+        }
+        self._call("POST", f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", body=event)
+
+
+__all__ = ["FIELD_MANAGER", "GROUP", "Kube", "VERSION", "load_client"]

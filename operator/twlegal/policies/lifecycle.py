@@ -1,0 +1,343 @@
+"""The lifecycle of a release, decided from what is observed (pure: no client, no kopf).
+
+    Pending -> Training -> Evaluating -> RollingOut -> Serving -> Superseded
+       Failed (training/evaluation error), Rejected (score or loss), RolledBack (pods never ready)
+
+`decide()` is level-based: given the release and its children as they are now, it returns the
+whole desired status, the objects to create or apply, and the events of the transition. Calling it
+again with the same inputs gives the same answer, so a restart or a missed event changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.release import LegalModelRelease
+from ..contracts.evaluation import EvaluationResult
+from ..contracts.training import TrainingResult
+from ..render import evaluation as render_evaluation
+from ..render import names, pod
+from ..render import serving as render_serving
+from ..render import training as render_training
+from ..render.settings import OperatorSettings
+from . import children
+from . import conditions as cond
+from .conditions import DEPLOYED, EVALUATED, READY, TRAINED
+
+TERMINAL = frozenset({"Failed", "Rejected", "RolledBack"})
+WARNING_PHASES = frozenset({"Failed", "Rejected", "RolledBack"})
+PREVIOUS_RELEASE_ANNOTATION = f"{names.ANNOTATION_PREFIX}/previous-release"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.lstrip("v").split("."))
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another release of the same serving target (or this one), as far as serving is concerned."""
+
+    name: str
+    version: str
+    phase: str | None
+    passed: bool
+    created: str = ""
+
+    @classmethod
+    def of(cls, release: LegalModelRelease) -> "Peer":
+        status = release.status.to_wire() if release.status else {}
+        conds = status.get("conditions") or []
+        passed = cond.is_true(conds, TRAINED) and cond.is_true(conds, EVALUATED)
+        return cls(release.name, release.spec.version, status.get("phase"), passed,
+                   str(release.metadata.model_extra.get("creationTimestamp", "")))
+
+
+@dataclass(frozen=True)
+class ServingView:
+    deployment: dict[str, Any] | None
+    peers: tuple[Peer, ...]
+    previous: LegalModelRelease | None = None  # the release the Deployment names as previous
+
+
+@dataclass(frozen=True)
+class Observed:
+    training_job: dict[str, Any] | None = None
+    training_pods: tuple[dict[str, Any], ...] = ()
+    evaluation_job: dict[str, Any] | None = None
+    evaluation_pods: tuple[dict[str, Any], ...] = ()
+    serving: ServingView | None = None  # None: not looked at yet
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    status: dict[str, Any]
+    create: list[dict[str, Any]] = field(default_factory=list)  # create if absent (Jobs are immutable)
+    apply: list[dict[str, Any]] = field(default_factory=list)  # server-side apply
+    events: list[Event] = field(default_factory=list)
+    needs_serving: bool = False  # observe the serving target, then decide again
+
+
+class _Plan:
+    """The decision being built: a copy of status plus what to do."""
+
+    def __init__(self, release: LegalModelRelease, now: str):
+        self.release = release
+        self.now = now
+        self.old = release.status.to_wire() if release.status else {}
+        self.status = {k: v for k, v in self.old.items()}
+        self.status["observedGeneration"] = release.metadata.generation
+        self.status.setdefault("conditions", [])
+        self.decision = Decision(self.status)
+
+    def condition(self, type_: str, status: str, reason: str, message: str = "") -> None:
+        self.status["conditions"] = cond.set_condition(
+            self.status["conditions"], type_, status, reason, message,
+            generation=self.release.metadata.generation, now=self.now)
+
+    def section(self, key: str, **values: Any) -> None:
+        merged = {**(self.status.get(key) or {}), **{k: v for k, v in values.items() if v is not None}}
+        self.status[key] = merged
+
+    def phase(self, phase: str, reason: str, message: str) -> Decision:
+        self.status["phase"] = phase
+        if self.old.get("phase") != phase:
+            kind = "Warning" if phase in WARNING_PHASES else "Normal"
+            self.decision.events.append(Event(kind, reason, message))
+        return self.decision
+
+
+def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSettings, now: str) -> Decision:
+    plan = _Plan(release, now)
+    if plan.old.get("phase") in TERMINAL:
+        return plan.decision  # a failed, rejected or rolled-back release stays so; nothing more to do
+    done = _training(plan, observed, settings)
+    if done is not None:
+        return done
+    done = _evaluation(plan, observed, settings)
+    if done is not None:
+        return done
+    if not release.spec.serving.enabled:
+        plan.condition(DEPLOYED, "False", "ServingDisabled", "spec.serving.enabled is false")
+        plan.condition(READY, "True", "TrainedOnly", "trained and evaluated; serving is disabled")
+        return plan.phase("Completed", "Completed", "release trained and passed; serving is disabled")
+    if observed.serving is None:
+        plan.decision.needs_serving = True
+        return plan.decision
+    return _serving(plan, observed.serving, settings)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> Decision | None:
+    release = plan.release
+    job_name = names.training_job_name(release)
+    job = observed.training_job
+    if job is None:
+        if cond.is_true(plan.status["conditions"], TRAINED):
+            return None  # trained earlier; the Job was cleaned up since
+        plan.decision.create += render_training.render(release, settings)
+        plan.section("training", job=job_name)
+        plan.condition(TRAINED, "Unknown", "JobCreated", f"training Job {job_name} created")
+        plan.condition(READY, "False", "Training", "the release is not trained yet")
+        return plan.phase("Pending", "TrainingJobCreated", f"created training Job {job_name}")
+
+    state = children.job_state(job)
+    result = children.parse_result(
+        children.termination_message(list(observed.training_pods), render_training.CONTAINER), TrainingResult)
+    plan.section("training", job=job_name, startTime=state.start_time, completionTime=state.completion_time,
+                 attempts=state.attempts)
+    if result is not None:
+        _record_training_result(plan, result)
+
+    if state.state == "pending":
+        plan.condition(TRAINED, "Unknown", "Scheduling", "waiting for the training pod to start")
+        plan.condition(READY, "False", "Training", "the release is not trained yet")
+        return plan.phase("Pending", "TrainingPending", f"training Job {job_name} is waiting for its pod")
+    if state.state == "running":
+        plan.condition(TRAINED, "Unknown", "Training", f"training (attempt {max(state.attempts, 1)})")
+        plan.condition(READY, "False", "Training", "the release is not trained yet")
+        return plan.phase("Training", "TrainingStarted", f"training Job {job_name} is running")
+    if state.state == "failed":
+        if result is not None and result.outcome == "Diverged":
+            plan.condition(TRAINED, "False", "LossDiverged", result.message or "the training loss diverged")
+            plan.condition(READY, "False", "Rejected", "a diverged model is never served")
+            return plan.phase("Rejected", "LossDiverged", f"training loss diverged: {result.message}".strip())
+        message = (result.message if result and result.message else state.message) or state.reason
+        plan.condition(TRAINED, "False", state.reason or "JobFailed", message)
+        plan.condition(READY, "False", "Failed", "training failed; checkpoints are kept")
+        return plan.phase("Failed", f"Training{state.reason or 'Failed'}", f"training Job {job_name} failed: {message}")
+
+    # succeeded
+    plan.condition(TRAINED, "True", "Trained", _trained_message(result))
+    guard = release.spec.evaluation.loss_guard if release.spec.evaluation else None
+    if guard and guard.max_final_loss is not None and result and result.final_loss is not None \
+            and result.final_loss > guard.max_final_loss:
+        message = f"final training loss {result.final_loss:g} is above maxFinalLoss {guard.max_final_loss:g}"
+        plan.condition(EVALUATED, "False", "FinalLossTooHigh", message)
+        plan.condition(READY, "False", "Rejected", "a diverged model is never served")
+        return plan.phase("Rejected", "FinalLossTooHigh", message)
+    return None
+
+
+def _record_training_result(plan: _Plan, result: TrainingResult) -> None:
+    plan.section("training", finalLoss=result.final_loss, globalStep=result.global_step,
+                 totalSteps=result.total_steps, runtimeSeconds=result.runtime_seconds,
+                 samplesPerSecond=result.samples_per_second, tokensPerSecond=result.tokens_per_second,
+                 totalFlos=result.total_flos, checkpoint=result.checkpoint,
+                 warnings=result.warnings or None)
+    if result.artifact_path or result.checksum:
+        plan.section("artifact", path=result.artifact_path, checksum=result.checksum)
+
+
+def _trained_message(result: TrainingResult | None) -> str:
+    if result is None:
+        return "training Job succeeded (no result reported)"
+    parts = [f"{result.global_step} steps" if result.global_step is not None else "",
+             f"final loss {result.final_loss:g}" if result.final_loss is not None else ""]
+    return "trained: " + ", ".join(p for p in parts if p) if any(parts) else "trained"
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+def _evaluation(plan: _Plan, observed: Observed, settings: OperatorSettings) -> Decision | None:
+    release = plan.release
+    spec = release.spec.evaluation
+    if spec is None:
+        plan.condition(EVALUATED, "True", "NotConfigured", "no evaluation configured")
+        return None
+    job_name = names.evaluation_job_name(release)
+    bench = spec.benchmark.name or spec.benchmark.path
+    plan.section("evaluation", job=job_name, benchmark=bench, minScore=spec.min_score)
+    job = observed.evaluation_job
+    if job is None:
+        if cond.get(plan.status["conditions"], EVALUATED) and "score" in (plan.status.get("evaluation") or {}):
+            return _gate(plan, plan.status["evaluation"]["score"])  # evaluated earlier; Job cleaned up
+        plan.decision.create += render_evaluation.render(release, settings)
+        plan.condition(EVALUATED, "Unknown", "JobCreated", f"evaluation Job {job_name} created")
+        return plan.phase("Evaluating", "EvaluationStarted", f"scoring on {bench}")
+    state = children.job_state(job)
+    if state.state in ("pending", "running"):
+        plan.condition(EVALUATED, "Unknown", "Evaluating", f"scoring on {bench}")
+        return plan.phase("Evaluating", "EvaluationStarted", f"scoring on {bench}")
+    message = children.termination_message(list(observed.evaluation_pods), render_evaluation.CONTAINER)
+    result = children.parse_result(message, EvaluationResult)
+    if state.state == "failed" or result is None:
+        why = state.message or message or "the evaluation reported no score"
+        plan.condition(EVALUATED, "False", "EvaluationFailed", why)
+        plan.condition(READY, "False", "Failed", "evaluation failed")
+        return plan.phase("Failed", "EvaluationFailed", f"evaluation Job {job_name} failed: {why}")
+    return _gate(plan, result.score)
+
+
+def _gate(plan: _Plan, score: float) -> Decision | None:
+    spec = plan.release.spec.evaluation
+    assert spec is not None
+    passed = score >= spec.min_score
+    plan.section("evaluation", score=score, passed=passed)
+    if not passed:
+        message = f"score {score:g} is below minScore {spec.min_score:g}"
+        plan.condition(EVALUATED, "False", "ScoreBelowThreshold", message)
+        plan.condition(READY, "False", "Rejected", "a release below its threshold is never served")
+        return plan.phase("Rejected", "ScoreBelowThreshold", message)
+    plan.condition(EVALUATED, "True", "Passed", f"score {score:g} >= minScore {spec.min_score:g}")
+    return None
+
+
+# --- serving ----------------------------------------------------------------------------------
+
+def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Decision:
+    release = plan.release
+    target = names.serving_target(release)
+    me = Peer(release.name, release.spec.version, plan.status.get("phase"), True)
+    candidates = [p for p in view.peers if p.name != release.name and p.passed and p.phase not in TERMINAL]
+    newest = max([me, *candidates], key=lambda p: (version_key(p.version), p.created, p.name))
+    pinned = children.template_label(view.deployment, names.RELEASE_LABEL)
+    plan.section("serving", target=target, deployment=target, service=target,
+                 endpoint=render_serving.endpoint(release))
+
+    if newest.name != release.name:
+        serving_now = pinned == release.name and plan.old.get("phase") == "Serving"
+        if serving_now and newest.phase != "Serving":
+            return plan.decision  # keep serving until the newer release is ready
+        plan.section("serving", supersededBy=newest.name)
+        plan.condition(DEPLOYED, "False", "Superseded", f"{newest.name} ({newest.version}) serves {target}")
+        plan.condition(READY, "False", "Superseded", f"{newest.name} ({newest.version}) serves {target}")
+        return plan.phase("Superseded", "Superseded", f"{newest.name} ({newest.version}) now serves {target}")
+
+    previous_name = previous_release_name(release.name, view.deployment)
+    previous = view.previous if view.previous and view.previous.name == previous_name else None
+
+    if pinned == release.name:
+        rollout = children.rollout_state(view.deployment or {})
+        if rollout.state == "failed":
+            return _roll_back(plan, previous, rollout.message, settings)
+        plan.section("serving", readyReplicas=rollout.ready_replicas)
+        if rollout.state == "progressing":
+            plan.decision.apply += _serving_objects(release, previous, settings)
+            plan.condition(DEPLOYED, "Unknown", "RollingOut", rollout.message)
+            plan.condition(READY, "False", "RollingOut", rollout.message)
+            return plan.phase("RollingOut", "RolloutStarted", f"rolling {target} to {release.spec.version}")
+        plan.decision.apply += _serving_objects(release, previous, settings)
+        plan.section("serving", revision=release.spec.version,
+                     servingSince=(plan.status.get("serving") or {}).get("servingSince") or plan.now)
+        plan.status["serving"].pop("supersededBy", None)
+        plan.condition(DEPLOYED, "True", "RolloutComplete", f"{target} serves {release.spec.version}")
+        plan.condition(READY, "True", "Serving", f"{target} serves {release.spec.version}")
+        return plan.phase("Serving", "Serving", f"{target} serves {release.spec.version}")
+
+    # Pin the target to this release; remember who served before, for rollback.
+    plan.decision.apply += _serving_objects(release, previous, settings)
+    if previous is not None:
+        plan.section("serving", previousRevision=previous.spec.version)
+    plan.condition(DEPLOYED, "Unknown", "RollingOut", f"rolling {target} to {release.spec.version}")
+    plan.condition(READY, "False", "RollingOut", "new serving pods are not ready yet")
+    return plan.phase("RollingOut", "RolloutStarted", f"rolling {target} to {release.spec.version}")
+
+
+def previous_release_name(release_name: str, deployment: dict[str, Any] | None) -> str | None:
+    """Who served the target before `release_name` took it: the release pinned now, or, once
+    this release is pinned, the one the Deployment remembers."""
+    pinned = children.template_label(deployment, names.RELEASE_LABEL)
+    if pinned and pinned != release_name:
+        return pinned
+    return children.annotation(deployment, PREVIOUS_RELEASE_ANNOTATION) or None
+
+
+def _serving_objects(release: LegalModelRelease, previous: LegalModelRelease | None,
+                     settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Deployment + Service pinned to `release`. Both releases own them, so deleting the newer
+    release alone never takes the target down (garbage collection waits for every owner)."""
+    objects = render_serving.render(release, settings)
+    for obj in objects:
+        meta = obj["metadata"]
+        if previous is not None and previous.metadata.uid:
+            meta["ownerReferences"] = [*meta.get("ownerReferences", []),
+                                       pod.owner_reference(previous, controller=False)]
+        if obj["kind"] == "Deployment":
+            meta.setdefault("annotations", {})[PREVIOUS_RELEASE_ANNOTATION] = previous.name if previous else ""
+    return objects
+
+
+def _roll_back(plan: _Plan, previous: LegalModelRelease | None, why: str,
+               settings: OperatorSettings) -> Decision:
+    release = plan.release
+    target = names.serving_target(release)
+    if previous is not None:
+        # The previous release pins the target again, remembering nobody before it.
+        plan.decision.apply += _serving_objects(previous, None, settings)
+        restored = f"; {target} serves {previous.spec.version} again"
+    else:
+        restored = "; there is no previous revision to restore"
+    message = f"new pods never became ready ({why}){restored}"
+    plan.section("serving", readyReplicas=0)
+    plan.condition(DEPLOYED, "False", "ProgressDeadlineExceeded", message)
+    plan.condition(READY, "False", "RolledBack", message)
+    return plan.phase("RolledBack", "RolledBack", message)

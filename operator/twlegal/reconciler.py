@@ -1,0 +1,123 @@
+"""observe -> decide -> act for one release. The shell around the pure policies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from . import metrics
+from .api.release import LegalModelRelease
+from .kube import Kube
+from .policies import Observed, Peer, ServingView, decide, previous_release_name
+from .policies import children
+from .render import names
+from .render.settings import OperatorSettings
+
+log = logging.getLogger("twlegal.reconciler")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: OperatorSettings):
+        self.kube = kube
+        self.settings = settings
+        self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self.phases: dict[tuple[str, str], str | None] = {}
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks[(namespace, name)]
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+            self.phases.pop((namespace, name), None)
+        metrics.publish_phases({f"{k}": v for k, v in self.phases.items()})
+
+    def reconcile(self, namespace: str, name: str) -> str | None:
+        """Bring one release a step closer to its goal; returns its phase. Safe to call any time."""
+        started = time.perf_counter()
+        try:
+            with self._lock(namespace, name):
+                return self._reconcile(namespace, name)
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    def _reconcile(self, namespace: str, name: str) -> str | None:
+        obj = self.kube.get_release(namespace, name)
+        if obj is None:
+            self.forget(namespace, name)
+            return None
+        release = LegalModelRelease.from_object(obj)
+        observed = self._observe(release)
+        decision = decide(release, observed, self.settings, _now())
+        if decision.needs_serving:
+            observed = Observed(**{**observed.__dict__, "serving": self._observe_serving(release)})
+            decision = decide(release, observed, self.settings, _now())
+        for child in decision.create:
+            self.kube.create(child)
+        for child in decision.apply:
+            self.kube.apply(child)
+        old = release.status.to_wire() if release.status else {}
+        if decision.status != old:
+            self.kube.apply_status(namespace, name, decision.status)
+        for event in decision.events:
+            metrics.TRANSITIONS.labels(phase=decision.status.get("phase")).inc()
+            try:
+                self.kube.emit_event(obj, event.type, event.reason, event.message)
+            except ApiException as exc:  # an event is best effort; the status already tells
+                log.warning("event for %s/%s not recorded: %s", namespace, name, exc.reason)
+        phase = decision.status.get("phase")
+        with self._guard:
+            self.phases[(namespace, name)] = phase
+        metrics.publish_phases({f"{k}": v for k, v in self.phases.items()})
+        return phase
+
+    def _observe(self, release: LegalModelRelease) -> Observed:
+        ns = release.namespace
+        training_job = self.kube.get("batch/v1", "Job", ns, names.training_job_name(release))
+        evaluation_job = None
+        if release.spec.evaluation is not None and children.is_finished(training_job):
+            evaluation_job = self.kube.get("batch/v1", "Job", ns, names.evaluation_job_name(release))
+        return Observed(
+            training_job=training_job,
+            training_pods=self._finished_pods(ns, training_job),
+            evaluation_job=evaluation_job,
+            evaluation_pods=self._finished_pods(ns, evaluation_job),
+        )
+
+    def _finished_pods(self, namespace: str, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
+        # Termination messages matter only once the Job is done; skip the list call before.
+        if not children.is_finished(job):
+            return ()
+        selector = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
+        return tuple(self.kube.list_pods(namespace, selector))
+
+    def _observe_serving(self, release: LegalModelRelease) -> ServingView:
+        ns = release.namespace
+        target = names.serving_target(release)
+        deployment = self.kube.get("apps/v1", "Deployment", ns, target)
+        peers = []
+        for obj in self.kube.list_releases(ns):
+            other = LegalModelRelease.from_object(obj)
+            if names.serving_target(other) == target:
+                peers.append(Peer.of(other))
+        previous = None
+        previous_name = previous_release_name(release.name, deployment)
+        if previous_name:
+            obj = self.kube.get_release(ns, previous_name)
+            previous = LegalModelRelease.from_object(obj) if obj else None
+        return ServingView(deployment=deployment, peers=tuple(peers), previous=previous)

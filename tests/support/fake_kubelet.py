@@ -1,0 +1,202 @@
+"""A test helper that plays the kubelet's part through the API, for the integration tier.
+
+It registers a Node with GPU capacity, keeps its heartbeat, and moves the pods the real scheduler
+binds to it through their lifecycle by writing pod status, as a kubelet would. What each pod does
+is chosen per release (`behave`): a training pod succeeds with a trainer result in its termination
+message, fails with a code error, or diverges; an evaluation pod reports a score; a serving pod
+becomes ready or never does. Everything else (Jobs, Deployments, ReplicaSets, garbage collection,
+scheduling) is the real Kubernetes controllers' work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from twlegal.contracts import EvaluationResult, TrainingResult
+from twlegal.contracts.training import ExitCode
+
+NODE = "twlegal-fake-gpu-0"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Behaviour:
+    training: str = "succeed"  # succeed | fail | diverge | hold
+    final_loss: float = 0.42
+    score: float = 55.0
+    serving: str = "ready"  # ready | never-ready
+    run_seconds: float = 0.5
+
+
+@dataclass
+class FakeKubelet:
+    api: client.ApiClient
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    _started: dict[str, float] = field(default_factory=dict)
+    _done: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _ip: int = 10
+
+    def behave(self, release: str, **kwargs: Any) -> None:
+        self.behaviours[release] = Behaviour(**kwargs)
+
+    def hold(self, release: str, training: str) -> None:
+        """Change what a held training pod does next (e.g. from hold to succeed)."""
+        self.behaviours.setdefault(release, Behaviour()).training = training
+
+    # --- node ----------------------------------------------------------------------------------
+    def start(self) -> "FakeKubelet":
+        core = client.CoreV1Api(self.api)
+        node = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "twlegal.io/fake": "true",
+                                                  "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB"}},
+        }
+        try:
+            core.create_node(node)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self._heartbeat()
+        threading.Thread(target=self._loop, name="fake-kubelet", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _heartbeat(self) -> None:
+        core = client.CoreV1Api(self.api)
+        capacity = {"cpu": "256", "memory": "2Ti", "pods": "250", "nvidia.com/gpu": "64",
+                    "ephemeral-storage": "1Ti"}
+        now = _now()
+        status = {"status": {
+            "capacity": capacity, "allocatable": capacity,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "fake kubelet is posting ready status",
+                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+            "nodeInfo": {"kubeletVersion": "v1.36.3", "containerRuntimeVersion": "fake://0",
+                         "architecture": "amd64", "operatingSystem": "linux", "osImage": "fake",
+                         "kernelVersion": "0", "kubeProxyVersion": "", "machineID": "", "systemUUID": "",
+                         "bootID": ""},
+        }}
+        core.patch_node_status(NODE, status)
+        lease_api = client.CoordinationV1Api(self.api)
+        lease = {"metadata": {"name": NODE, "namespace": "kube-node-lease"},
+                 "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40,
+                          "renewTime": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+        try:
+            lease_api.replace_namespaced_lease(NODE, "kube-node-lease", lease)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            lease_api.create_namespaced_lease("kube-node-lease", lease)
+
+    def _loop(self) -> None:
+        core = client.CoreV1Api(self.api)
+        last_beat = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - last_beat > 10:
+                    self._heartbeat()
+                    last_beat = time.monotonic()
+                pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE}").items
+                for pod in pods:
+                    self._step(core, pod)
+            except Exception as exc:  # noqa: BLE001 - a test helper must keep running
+                print(f"fake-kubelet: {exc}")
+            self._stop.wait(0.2)
+
+    # --- pods ----------------------------------------------------------------------------------
+    def _step(self, core: client.CoreV1Api, pod: Any) -> None:
+        meta = pod.metadata
+        if meta.deletion_timestamp is not None:
+            try:
+                core.delete_namespaced_pod(meta.name, meta.namespace, grace_period_seconds=0)
+            except ApiException:
+                pass
+            return
+        if meta.uid in self._done:
+            return
+        labels = meta.labels or {}
+        component = labels.get("app.kubernetes.io/component")
+        behaviour = self.behaviours.get(labels.get("twlegal.io/release", ""), Behaviour())
+        container = pod.spec.containers[0].name
+        if meta.uid not in self._started:
+            self._started[meta.uid] = time.monotonic()
+            ready = not (component == "serving" and behaviour.serving == "never-ready")
+            self._write(core, pod, "Running", container, ready=ready, state={"running": {"startedAt": _now()}})
+            if component == "serving":
+                self._done.add(meta.uid)
+            return
+        if component not in ("training", "evaluation"):
+            return
+        if time.monotonic() - self._started[meta.uid] < behaviour.run_seconds:
+            return
+        if component == "training":
+            if behaviour.training == "hold":
+                return
+            code, message = self._training_outcome(behaviour, labels)
+        else:
+            code, message = 0, EvaluationResult(benchmark="fixture", score=behaviour.score,
+                                                correct=int(behaviour.score), total=100).termination_message()
+        state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                "message": message, "startedAt": _now(), "finishedAt": _now()}}
+        self._write(core, pod, "Succeeded" if code == 0 else "Failed", container, ready=False, state=state)
+        self._done.add(meta.uid)
+
+    @staticmethod
+    def _training_outcome(behaviour: Behaviour, labels: dict[str, str]) -> tuple[int, str]:
+        release = labels.get("twlegal.io/release", "")
+        if behaviour.training == "fail":
+            return int(ExitCode.FAILED), "Traceback (most recent call last):\nKeyError: 'messages' in dataset 0"
+        if behaviour.training == "diverge":
+            result = TrainingResult(outcome="Diverged", message="loss became nan at step 7", global_step=7,
+                                    total_steps=40)
+            return int(ExitCode.DIVERGED), result.termination_message()
+        result = TrainingResult(
+            outcome="Succeeded", final_loss=behaviour.final_loss, global_step=40, total_steps=40, epochs=2,
+            runtime_seconds=12.5, samples_per_second=51.2, tokens_per_second=13107.2, total_flos=1.5e12,
+            checkpoint=f"/mnt/twlegal/checkpoints/{release}/checkpoint-40",
+            artifact_path=f"/mnt/twlegal/releases/{release}", checksum="sha256:" + "ab" * 32)
+        return 0, result.termination_message()
+
+    def _write(self, core: client.CoreV1Api, pod: Any, phase: str, container: str, *, ready: bool,
+               state: dict[str, Any]) -> None:
+        now = _now()
+        self._ip += 1
+        ip = f"10.244.{self._ip // 250}.{self._ip % 250 + 1}"
+        ready_s = "True" if ready else "False"
+        status = {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "podIP": ip, "podIPs": [{"ip": ip}],
+            "startTime": now,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": ready_s, "lastTransitionTime": now},
+                {"type": "Ready", "status": ready_s, "lastTransitionTime": now},
+            ],
+            "containerStatuses": [{
+                "name": container, "ready": ready, "restartCount": 0, "started": "running" in state,
+                "image": pod.spec.containers[0].image, "imageID": "fake://" + pod.spec.containers[0].image,
+                "state": state,
+            }],
+        }
+        try:
+            core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+

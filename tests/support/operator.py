@@ -1,0 +1,106 @@
+"""Run `twlegal operator` as its own process, with exactly the chart's service account and RBAC."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twlegal.devcluster import binaries
+from twlegal.devcluster.controlplane import free_port
+
+from .cluster import ROOT, Cluster, wait_for
+
+NAMESPACE = "twlegal-system"
+HELM_RELEASE = "twlegal"
+SERVICE_ACCOUNT = f"{HELM_RELEASE}-operator"
+SERVICE_ACCOUNT_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+
+
+def chart_rbac(extra_args: tuple[str, ...] = ()) -> str:
+    """The service account and RBAC exactly as `helm template` renders them from charts/twlegal."""
+    return subprocess.run(
+        [str(binaries.find("helm")), "template", HELM_RELEASE, str(ROOT / "charts" / "twlegal"),
+         "--namespace", NAMESPACE, "--show-only", "templates/serviceaccount.yaml",
+         "--show-only", "templates/rbac.yaml", *extra_args],
+        check=True, capture_output=True, text=True).stdout
+
+
+@dataclass
+class OperatorProcess:
+    cluster: Cluster
+    workdir: Path
+    kubeconfig: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+
+    @classmethod
+    def install(cls, cluster: Cluster, workdir: Path) -> "OperatorProcess":
+        cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+        cluster.kubectl("apply", "-f", "-", input=chart_rbac())
+        token = cluster.kubectl("create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=6h").stdout.strip()
+        view = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+        server = view["clusters"][0]["cluster"]
+        kubeconfig = workdir / "operator.kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": server}],
+            "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": SERVICE_ACCOUNT}}],
+            "current-context": "c",
+        }))
+        env = {
+            "TWLEGAL_ROLLOUT_DEADLINE_SECONDS": "12",
+            "TWLEGAL_RESYNC_SECONDS": "5",
+            "TWLEGAL_TRAINER_IMAGE": "twlegal/trainer:test",
+            "TWLEGAL_SERVER_IMAGE": "twlegal/server:test",
+        }
+        return cls(cluster, workdir, kubeconfig, env)
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        self.metrics_port, self.liveness_port = free_port(), free_port()
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig),
+               "TWLEGAL_METRICS_PORT": str(self.metrics_port)}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "twlegal.cli", "operator", "--liveness-port", str(self.liveness_port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_for("the operator's /healthz", lambda: self._healthy(), timeout=60)
+
+    def _healthy(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
+            return resp.status == 200
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as when a node dies."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
