@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
+import time
 from typing import Any
 
 from kubernetes import client, config
@@ -41,10 +43,21 @@ class Kube:
 
     def _call(self, method: str, path: str, *, body: Any = None, query: list | None = None,
               content_type: str = "application/json") -> Any:
-        return self.api.call_api(
-            path, method, query_params=query or [], body=body,
+        # A generic request through the official client's transport (auth, TLS, retries). An apply
+        # patch goes as JSON text (JSON is YAML); the client serialises a JSON body itself.
+        method, url, headers, _, _ = self.api.param_serialize(
+            method=method, resource_path=path, query_params=query or [],
             header_params={"Accept": "application/json", "Content-Type": content_type},
-            auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True)
+            auth_settings=["BearerToken"])
+        if body is not None and content_type.endswith("yaml"):
+            body = json.dumps(body)
+        response = self.api.call_api(method, url, header_params=headers, body=body)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = data.decode(errors="replace") if data else ""
+            raise error
+        return json.loads(data) if data else None
 
     def _get(self, path: str) -> dict[str, Any] | None:
         try:
@@ -98,7 +111,8 @@ class Kube:
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            # client-go's naming: <object>.<hex nanoseconds>
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
             "eventTime": now,
             "reportingController": REPORTING_CONTROLLER,
             "reportingInstance": self.instance[:128],

@@ -79,7 +79,7 @@ class Reconciler:
             try:
                 self.kube.emit_event(obj, event.type, event.reason, event.message)
             except ApiException as exc:  # an event is best effort; the status already tells
-                log.warning("event for %s/%s not recorded: %s", namespace, name, exc.reason)
+                log.warning("event for %s/%s not recorded: %s %s", namespace, name, exc.reason, exc.body)
         phase = decision.status.get("phase")
         with self._guard:
             self.phases[(namespace, name)] = phase

@@ -96,7 +96,7 @@ class FakeKubelet:
                  "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40,
                           "renewTime": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
         try:
-            lease_api.replace_namespaced_lease(NODE, "kube-node-lease", lease)
+            lease_api.patch_namespaced_lease(NODE, "kube-node-lease", {"spec": lease["spec"]})
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -108,8 +108,11 @@ class FakeKubelet:
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_beat > 10:
-                    self._heartbeat()
                     last_beat = time.monotonic()
+                    self._heartbeat()
+            except Exception as exc:  # noqa: BLE001 - a test helper must keep running
+                print(f"fake-kubelet heartbeat: {exc}")
+            try:
                 pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE}").items
                 for pod in pods:
                     self._step(core, pod)
@@ -174,8 +177,10 @@ class FakeKubelet:
     def _write(self, core: client.CoreV1Api, pod: Any, phase: str, container: str, *, ready: bool,
                state: dict[str, Any]) -> None:
         now = _now()
-        self._ip += 1
-        ip = f"10.244.{self._ip // 250}.{self._ip % 250 + 1}"
+        ip = pod.status.pod_ip if pod.status and pod.status.pod_ip else None
+        if ip is None:
+            self._ip += 1
+            ip = f"10.244.{self._ip // 250}.{self._ip % 250 + 1}"
         ready_s = "True" if ready else "False"
         status = {
             "phase": phase,

@@ -150,8 +150,8 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
         return plan.phase("Pending", "TrainingJobCreated", f"created training Job {job_name}")
 
     state = children.job_state(job)
-    result = children.parse_result(
-        children.termination_message(list(observed.training_pods), render_training.CONTAINER), TrainingResult)
+    raw = children.termination_message(list(observed.training_pods), render_training.CONTAINER)
+    result = children.parse_result(raw, TrainingResult)
     plan.section("training", job=job_name, startTime=state.start_time, completionTime=state.completion_time,
                  attempts=state.attempts)
     if result is not None:
@@ -170,7 +170,9 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
             plan.condition(TRAINED, "False", "LossDiverged", result.message or "the training loss diverged")
             plan.condition(READY, "False", "Rejected", "a diverged model is never served")
             return plan.phase("Rejected", "LossDiverged", f"training loss diverged: {result.message}".strip())
-        message = (result.message if result and result.message else state.message) or state.reason
+        # The trainer's own words (its result, or the log tail the kubelet kept) say most.
+        detail = result.message if result else (raw or "").strip()[-2000:]
+        message = "; ".join(part for part in (state.message, detail) if part) or state.reason
         plan.condition(TRAINED, "False", state.reason or "JobFailed", message)
         plan.condition(READY, "False", "Failed", "training failed; checkpoints are kept")
         return plan.phase("Failed", f"Training{state.reason or 'Failed'}", f"training Job {job_name} failed: {message}")
