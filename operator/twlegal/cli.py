@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness-port", type=int, default=8081, help="port of /healthz (0: off)")
     p.set_defaults(func=cmd_operator)
 
+    from .devcluster.commands import add_parser as add_dev_parser
+
+    add_dev_parser(sub)
+
     p = sub.add_parser("crd", help="print the LegalModelRelease CustomResourceDefinition")
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     p.set_defaults(func=cmd_crd)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import ROOT, Cluster, api_client, in_ci, wait_for
-from tests.support.fake_kubelet import FakeKubelet
+from twlegal.devcluster.fake_kubelet import FakeKubelet
 from tests.support.operator import OperatorProcess
 from twlegal.devcluster import binaries
 from twlegal.devcluster.controlplane import ControlPlane

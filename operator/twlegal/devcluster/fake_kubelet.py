@@ -1,4 +1,4 @@
-"""A test helper that plays the kubelet's part through the API, for the integration tier.
+"""A stand-in kubelet that plays its part's part through the API, for the integration tier.
 
 It registers a Node with GPU capacity, keeps its heartbeat, and moves the pods the real scheduler
 binds to it through their lifecycle by writing pod status, as a kubelet would. What each pod does

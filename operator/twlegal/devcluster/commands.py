@@ -1,0 +1,86 @@
+"""`twlegal dev cluster up|down|status`: a local control plane in the background, like `kind create cluster`."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .. import yamlio
+from ..api.crd import custom_resource_definition
+from . import binaries
+from .controlplane import ControlPlane
+
+
+def _plane(name: str) -> ControlPlane:
+    return ControlPlane(binaries.cache_dir() / "clusters" / name)
+
+
+def kubectl_path() -> str:
+    beside = Path(sys.executable).parent / "kubectl"
+    return str(beside) if beside.exists() else (shutil.which("kubectl") or "kubectl")
+
+
+def up(args: argparse.Namespace) -> int:
+    plane = _plane(args.name)
+    running = plane.running()
+    if running and all(running.values()):
+        print(plane.kubeconfig)
+        print(f"cluster {args.name} is already running", file=sys.stderr)
+        return 0
+    if running:
+        plane.stop()
+    print(f"starting cluster {args.name} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
+          f"{binaries.K8S_VERSION}) ...", file=sys.stderr)
+    plane.start(detach=True)
+    if not args.no_crd:
+        subprocess.run([kubectl_path(), "--kubeconfig", str(plane.kubeconfig), "apply", "--server-side",
+                        "--field-manager=twlegal-dev", "-f", "-"],
+                       input=yamlio.dump(custom_resource_definition()), text=True, check=True,
+                       stdout=subprocess.DEVNULL)
+    print(f"ready; use it with: export KUBECONFIG={plane.kubeconfig}", file=sys.stderr)
+    print(plane.kubeconfig)
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    plane = _plane(args.name)
+    if not plane.running():
+        print(f"cluster {args.name} is not running", file=sys.stderr)
+        return 0
+    plane.stop()
+    if args.delete:
+        shutil.rmtree(plane.state_dir, ignore_errors=True)
+    print(f"cluster {args.name} stopped", file=sys.stderr)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    plane = _plane(args.name)
+    running = plane.running()
+    if not running:
+        print(f"cluster {args.name}: not running")
+        return 1
+    for component, alive in running.items():
+        print(f"{component:26} {'running' if alive else 'stopped'}")
+    print(f"kubeconfig                 {plane.kubeconfig}")
+    print(f"logs                       {plane.logs}")
+    return 0 if all(running.values()) else 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    dev = sub.add_parser("dev", help="local development helpers")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    cluster = dev_sub.add_parser("cluster", help="a local Kubernetes control plane built from upstream sources")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    for name, func, helptext in (("up", up, "start it in the background and print the kubeconfig path"),
+                                 ("down", down, "stop it"), ("status", status, "say what runs")):
+        p = cluster_sub.add_parser(name, help=helptext)
+        p.add_argument("--name", default="twlegal", help="cluster name (state in ~/.cache/twlegal/clusters/NAME)")
+        if name == "up":
+            p.add_argument("--no-crd", action="store_true", help="do not install the LegalModelRelease CRD")
+        if name == "down":
+            p.add_argument("--delete", action="store_true", help="also delete its state (etcd data, PKI)")
+        p.set_defaults(func=func)

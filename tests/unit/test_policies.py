@@ -1,0 +1,189 @@
+"""The pure lifecycle decisions, without a cluster (the integration tier runs them for real)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.cases import load_example
+from twlegal.api.release import LegalModelRelease
+from twlegal.contracts import EvaluationResult, TrainingResult
+from twlegal.policies import Observed, Peer, ServingView, decide
+from twlegal.policies.children import job_state, rollout_state
+from twlegal.render import OperatorSettings
+
+SETTINGS = OperatorSettings()
+NOW = "2026-11-25T10:00:00Z"
+
+
+def release(name="tiny-v1", version="v0.1.0", status=None, uid="uid-1", **spec) -> LegalModelRelease:
+    doc = copy.deepcopy(load_example())
+    doc["metadata"] = {"name": name, "namespace": "ns", "uid": uid, "generation": 1,
+                       "creationTimestamp": "2026-11-25T09:00:00Z"}
+    doc["spec"]["version"] = version
+    doc["spec"].update(spec)
+    if status:
+        doc["status"] = status
+    return LegalModelRelease.from_object(doc)
+
+
+def job(condition=None, ready=0, failed=0, name="tiny-v1-train"):
+    status = {"ready": ready, "failed": failed}
+    if condition:
+        status["conditions"] = [{"type": condition[0], "status": "True", "reason": condition[1],
+                                 "message": condition[2] if len(condition) > 2 else ""}]
+    return {"metadata": {"name": name}, "status": status}
+
+
+def pod(container, message):
+    return {"metadata": {"creationTimestamp": NOW}, "status": {"containerStatuses": [
+        {"name": container, "state": {"terminated": {"exitCode": 0, "message": message}}}]}}
+
+
+def trained(loss=0.4):
+    return pod("trainer", TrainingResult(outcome="Succeeded", final_loss=loss, global_step=40).termination_message())
+
+
+def scored(score):
+    return pod("evaluator", EvaluationResult(benchmark="b", score=score, correct=1, total=2).termination_message())
+
+
+def again(rel: LegalModelRelease, decision) -> LegalModelRelease:
+    """The release as the API server would return it after the status write."""
+    doc = rel.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc["status"] = decision.status
+    return LegalModelRelease.from_object(doc)
+
+
+def test_a_new_release_creates_its_training_job_once():
+    rel = release()
+    first = decide(rel, Observed(), SETTINGS, NOW)
+    assert [o["kind"] for o in first.create] == ["ConfigMap", "Job"]
+    assert first.status["phase"] == "Pending" and [e.reason for e in first.events] == ["TrainingJobCreated"]
+    running = decide(again(rel, first), Observed(training_job=job(ready=1)), SETTINGS, NOW)
+    assert running.create == [] and running.status["phase"] == "Training"
+    settled = decide(again(rel, running), Observed(training_job=job(ready=1)), SETTINGS, "2026-11-25T11:00:00Z")
+    assert settled.status == running.status and settled.events == [], "reconciling again changes nothing"
+
+
+def test_trained_and_passing_release_asks_to_see_its_serving_target():
+    obs = Observed(training_job=job(("Complete", "CompletionsReached")), training_pods=(trained(),),
+                   evaluation_job=job(("Complete", "CompletionsReached"), name="tiny-v1-eval"),
+                   evaluation_pods=(scored(80.0),))
+    decision = decide(release(), obs, SETTINGS, NOW)
+    assert decision.needs_serving
+    assert decision.status["training"]["finalLoss"] == 0.4 and decision.status["evaluation"]["passed"] is True
+
+
+def test_score_below_threshold_is_rejected():
+    obs = Observed(training_job=job(("Complete", "x")), training_pods=(trained(),),
+                   evaluation_job=job(("Complete", "x")), evaluation_pods=(scored(10.0),))
+    decision = decide(release(), obs, SETTINGS, NOW)
+    assert decision.status["phase"] == "Rejected" and decision.apply == [] and decision.create == []
+    assert decision.events[0].type == "Warning"
+
+
+def test_final_loss_above_the_guard_is_rejected_before_evaluation():
+    rel = release()
+    doc = rel.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc["spec"]["evaluation"]["lossGuard"] = {"maxFinalLoss": 1.0}
+    decision = decide(LegalModelRelease.from_object(doc),
+                      Observed(training_job=job(("Complete", "x")), training_pods=(trained(3.5),)), SETTINGS, NOW)
+    assert decision.status["phase"] == "Rejected" and "maxFinalLoss" in decision.events[0].message
+
+
+def test_diverged_training_is_rejected_not_failed():
+    diverged = pod("trainer", TrainingResult(outcome="Diverged", message="nan at step 3").termination_message())
+    decision = decide(release(), Observed(training_job=job(("Failed", "PodFailurePolicy")),
+                                          training_pods=(diverged,)), SETTINGS, NOW)
+    assert decision.status["phase"] == "Rejected"
+    assert decision.status["conditions"][0]["reason"] == "LossDiverged"
+
+
+def test_a_failed_job_keeps_the_trainers_words():
+    crash = pod("trainer", "Traceback\nValueError: bad column")
+    decision = decide(release(), Observed(training_job=job(("Failed", "PodFailurePolicy", "exit code 1")),
+                                          training_pods=(crash,)), SETTINGS, NOW)
+    assert decision.status["phase"] == "Failed"
+    assert "ValueError: bad column" in decision.status["conditions"][0]["message"]
+
+
+def _passed(rel):
+    return Observed(training_job=job(("Complete", "x")), training_pods=(trained(),),
+                    evaluation_job=job(("Complete", "x")), evaluation_pods=(scored(80.0),))
+
+
+def deployment(pinned, previous="", ready=True, deadline=False):
+    conds = [{"type": "Progressing", "reason": "ProgressDeadlineExceeded" if deadline else "NewReplicaSetAvailable"}]
+    n = 1 if ready else 0
+    return {"metadata": {"generation": 2, "annotations": {"twlegal.io/previous-release": previous}},
+            "spec": {"replicas": 1, "template": {"metadata": {"labels": {"twlegal.io/release": pinned}}}},
+            "status": {"observedGeneration": 2, "replicas": 1 if ready else 2, "updatedReplicas": 1,
+                       "availableReplicas": n, "readyReplicas": n, "conditions": conds}}
+
+
+def test_the_newest_passing_release_pins_the_target_and_remembers_the_previous():
+    old = release("tiny-v1", "v0.1.0", uid="uid-old")
+    new = release("tiny-v2", "v0.2.0", uid="uid-new")
+    view = ServingView(deployment(pinned="tiny-v1"), (Peer("tiny-v1", "v0.1.0", "Serving", True),
+                                                      Peer("tiny-v2", "v0.2.0", "Evaluating", True)), previous=old)
+    decision = decide(new, Observed(**{**_passed(new).__dict__, "serving": view}), SETTINGS, NOW)
+    assert decision.status["phase"] == "RollingOut"
+    deploy = next(o for o in decision.apply if o["kind"] == "Deployment")
+    assert deploy["spec"]["template"]["metadata"]["labels"]["twlegal.io/release"] == "tiny-v2"
+    assert deploy["metadata"]["annotations"]["twlegal.io/previous-release"] == "tiny-v1"
+    assert [(o["uid"], o["controller"]) for o in deploy["metadata"]["ownerReferences"]] == [
+        ("uid-new", True), ("uid-old", False)]
+    assert decision.status["serving"]["previousRevision"] == "v0.1.0"
+
+
+def test_version_order_is_numeric_not_lexical():
+    older = release("r-9", "v2024.11.6")
+    view = ServingView(None, (Peer("r-9", "v2024.11.6", None, True), Peer("r-13", "v2024.11.13", "Serving", True)))
+    decision = decide(older, Observed(**{**_passed(older).__dict__, "serving": view}), SETTINGS, NOW)
+    assert decision.status["phase"] == "Superseded" and decision.apply == []
+    assert decision.status["serving"]["supersededBy"] == "r-13"
+
+
+def test_the_serving_release_keeps_serving_until_the_newer_one_is_ready():
+    old = release("tiny-v1", "v0.1.0", status={"phase": "Serving"})
+    peers = (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "RollingOut", True))
+    decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v1"), peers)}),
+                      SETTINGS, NOW)
+    assert decision.status["phase"] == "Serving" and decision.events == []
+    peers = (peers[0], Peer("tiny-v2", "v0.2.0", "Serving", True))
+    decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v2"), peers)}),
+                      SETTINGS, NOW)
+    assert decision.status["phase"] == "Superseded"
+
+
+def test_a_rollout_past_its_deadline_rolls_back_to_the_previous_release():
+    old = release("tiny-v1", "v0.1.0", uid="uid-old")
+    new = release("tiny-v2", "v0.2.0", uid="uid-new", status={"phase": "RollingOut"})
+    view = ServingView(deployment("tiny-v2", previous="tiny-v1", ready=False, deadline=True),
+                       (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "RollingOut", True)),
+                       previous=old)
+    decision = decide(new, Observed(**{**_passed(new).__dict__, "serving": view}), SETTINGS, NOW)
+    assert decision.status["phase"] == "RolledBack"
+    restored = next(o for o in decision.apply if o["kind"] == "Deployment")
+    assert restored["spec"]["template"]["metadata"]["labels"]["twlegal.io/release"] == "tiny-v1"
+
+
+@pytest.mark.parametrize("phase", ["Failed", "Rejected", "RolledBack"])
+def test_terminal_releases_do_nothing(phase):
+    decision = decide(release(status={"phase": phase}), Observed(), SETTINGS, NOW)
+    assert decision.create == decision.apply == decision.events == [] and decision.status["phase"] == phase
+
+
+def test_job_and_rollout_states():
+    assert job_state(job()).state == "pending"
+    assert job_state(job(ready=1)).state == "running"
+    assert job_state(job(("Complete", "x"))).state == "succeeded"
+    assert job_state(job(("Failed", "BackoffLimitExceeded"))).reason == "BackoffLimitExceeded"
+    assert rollout_state(deployment("a")).state == "complete"
+    assert rollout_state(deployment("a", ready=False)).state == "progressing"
+    assert rollout_state(deployment("a", ready=False, deadline=True)).state == "failed"
+    stale = deployment("a")
+    stale["status"]["observedGeneration"] = 1
+    assert rollout_state(stale).state == "progressing"
