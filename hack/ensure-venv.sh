@@ -17,8 +17,12 @@ if [ ! -f "$venv/.complete" ]; then
   echo "[ensure-venv] creating $venv" >&2
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade "pip>=24" "setuptools>=69,<81" >&2
-  "$venv/bin/pip" install --quiet -e "$root[$extras]" >&2
+  log=$(mktemp)
+  if ! { "$venv/bin/pip" install --upgrade "pip>=24" "setuptools>=69,<81" && \
+         "$venv/bin/pip" install -e "$root[$extras]"; } >"$log" 2>&1; then
+    tail -40 "$log" >&2; rm -f "$log"; exit 1
+  fi
+  rm -f "$log"
   touch "$venv/.complete"
 fi
 # Point the editable install at this checkout (CI clones into a new folder each run).

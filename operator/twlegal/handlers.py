@@ -17,8 +17,9 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from .api.release import GROUP, PLURAL, VERSION
+from .api.release import GROUP, PLURAL, VERSION, LegalModelRelease
 from .kube import Kube
+from .policies import Peer
 from .policies.lifecycle import TERMINAL
 from .reconciler import Reconciler
 from .render import names
@@ -46,8 +47,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = int(os.environ.get("TWLEGAL_WORKERS", "8"))
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
+    # One line per handler run is noise at scale; the reconciler logs each phase transition.
+    logging.getLogger("kopf.objects").setLevel(os.environ.get("TWLEGAL_KOPF_LOG_LEVEL", "WARNING"))
     operator_settings = OperatorSettings.from_env(os.environ)
-    _state["reconciler"] = Reconciler(Kube(), operator_settings)
+    _state["reconciler"] = Reconciler(Kube(), operator_settings, peers=_peers)
     port = int(os.environ.get("TWLEGAL_METRICS_PORT", "8080"))
     if port:
         start_http_server(port)
@@ -76,18 +79,37 @@ def _resync_loop(stop: threading.Event, interval: float) -> None:
                 log.exception("resync of %s/%s failed", namespace, name)
 
 
+def _target(spec: kopf.Spec) -> str:
+    return spec.get("serving", {}).get("target") or names.default_target(spec.get("model", ""))
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
-def releases_by_target(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
-    target = spec.get("serving", {}).get("target") or names.default_target(spec.get("model", ""))
-    return {(namespace, target): name}
+def releases_by_target(namespace: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> dict:
+    """(namespace, target) -> what serving decisions need of each release, kept in memory so a
+    reconcile never lists every release of a namespace."""
+    return {(namespace, _target(spec)): Peer.of(LegalModelRelease.from_object(dict(body)))}
+
+
+def _peers(namespace: str, target: str) -> list[Peer] | None:
+    index = _state.get("index")
+    return None if index is None else list(index.get((namespace, target), []))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def release_event(event: kopf.RawEvent, namespace: str, name: str, **_: Any) -> None:
+def release_event(event: kopf.RawEvent, namespace: str, name: str, spec: kopf.Spec,
+                  releases_by_target: kopf.Index, **_: Any) -> None:
+    _state["index"] = releases_by_target  # a live view; the reconciler and the resync loop read it
     if event.get("type") == "DELETED":
         reconciler().forget(namespace, name)
         return
-    reconciler().reconcile(namespace, name)
+    before = reconciler().phases.get((namespace, name))
+    phase = reconciler().reconcile(namespace, name)
+    if phase != before:
+        # A release that starts (or stops) serving changes what the other releases of its
+        # target should do: tell them now rather than at the next resync.
+        for peer in _peers(namespace, _target(spec)) or []:
+            if peer.name != name:
+                reconciler().reconcile(namespace, peer.name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
@@ -99,9 +121,10 @@ def job_event(namespace: str, labels: kopf.Labels, **_: Any) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 def deployment_event(namespace: str, labels: kopf.Labels, releases_by_target: kopf.Index, **_: Any) -> None:
+    _state["index"] = releases_by_target
     target = labels.get(names.TARGET_LABEL)
-    for release in list(releases_by_target.get((namespace, target), [])):
-        reconciler().reconcile(namespace, release)
+    for peer in list(releases_by_target.get((namespace, target), [])):
+        reconciler().reconcile(namespace, peer.name)
 
 
 def run(*, namespaces: list[str] | None = None, liveness_port: int = 8081) -> None:

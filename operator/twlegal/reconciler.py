@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
 
@@ -26,10 +26,16 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+PeersLookup = Callable[[str, str], "list[Peer] | None"]
+
+
 class Reconciler:
-    def __init__(self, kube: Kube, settings: OperatorSettings):
+    def __init__(self, kube: Kube, settings: OperatorSettings, peers: PeersLookup | None = None):
         self.kube = kube
         self.settings = settings
+        # (namespace, target) -> the target's releases, from the operator's in-memory index; None
+        # (or no lookup) falls back to listing releases from the API server.
+        self.peers = peers
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self.phases: dict[tuple[str, str], str | None] = {}
@@ -81,6 +87,8 @@ class Reconciler:
             except ApiException as exc:  # an event is best effort; the status already tells
                 log.warning("event for %s/%s not recorded: %s %s", namespace, name, exc.reason, exc.body)
         phase = decision.status.get("phase")
+        if old.get("phase") != phase:
+            log.info("%s/%s: %s -> %s", namespace, name, old.get("phase") or "-", phase)
         with self._guard:
             self.phases[(namespace, name)] = phase
         metrics.publish_phases({f"{k}": v for k, v in self.phases.items()})
@@ -110,11 +118,10 @@ class Reconciler:
         ns = release.namespace
         target = names.serving_target(release)
         deployment = self.kube.get("apps/v1", "Deployment", ns, target)
-        peers = []
-        for obj in self.kube.list_releases(ns):
-            other = LegalModelRelease.from_object(obj)
-            if names.serving_target(other) == target:
-                peers.append(Peer.of(other))
+        peers = self.peers(ns, target) if self.peers else None
+        if peers is None:
+            peers = [Peer.of(other) for other in map(LegalModelRelease.from_object, self.kube.list_releases(ns))
+                     if names.serving_target(other) == target]
         previous = None
         previous_name = previous_release_name(release.name, deployment)
         if previous_name:

@@ -13,11 +13,12 @@ from tests.support.cluster import Cluster
 CASES = invalid_cases()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ns(cluster: Cluster, crd) -> str:
     name = "admission"
     cluster.kubectl("create", "namespace", name, check=False)
-    return name
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def _in(doc: dict, namespace: str) -> dict:

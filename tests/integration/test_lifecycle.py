@@ -153,13 +153,17 @@ def test_rollout_whose_pods_never_become_ready_is_rolled_back(cluster: Cluster, 
 
 
 def test_operator_killed_at_each_stage_creates_no_duplicates(cluster: Cluster, operator, fake_node, namespace):
-    fake_node.behave("tiny-r", training="hold")
+    fake_node.behave("tiny-r", training="hold", evaluation="hold", serving="hold")
     cluster.apply(release_doc(namespace, "tiny-r", "v0.1.0"))
-    wait_phase(cluster, namespace, "tiny-r", "Training")
     try:
-        operator.kill()
-        fake_node.hold("tiny-r", "succeed")  # training finishes while no operator runs
-        operator.start()
+        # At each stage: SIGKILL the operator, let the stage finish while none runs, start it again.
+        for phase, release_stage in (("Training", {"training": "succeed"}),
+                                     ("Evaluating", {"evaluation": "score"}),
+                                     ("RollingOut", {"serving": "ready"})):
+            wait_phase(cluster, namespace, "tiny-r", phase)
+            operator.kill()
+            fake_node.change("tiny-r", **release_stage)
+            operator.start()
         st = wait_phase(cluster, namespace, "tiny-r", "Serving")
         operator.kill()
         operator.start()
@@ -167,11 +171,17 @@ def test_operator_killed_at_each_stage_creates_no_duplicates(cluster: Cluster, o
     finally:
         if operator.proc.poll() is not None:
             operator.start()
-    assert len(cluster.get_json("jobs", "-n", namespace, "-l", "twlegal.io/release=tiny-r")["items"]) == 2
-    pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/component=training")["items"]
-    assert len(pods) == 1, "training ran once"
+
+    def count(kind: str, selector: str) -> int:
+        return len(cluster.get_json(kind, "-n", namespace, "-l", selector)["items"])
+
+    assert count("jobs", "app.kubernetes.io/component=training") == 1
+    assert count("jobs", "app.kubernetes.io/component=evaluation") == 1
+    assert count("pods", "app.kubernetes.io/component=training") == 1, "training ran once"
+    assert count("pods", "app.kubernetes.io/component=evaluation") == 1
     assert len(cluster.get_json("deployments", "-n", namespace)["items"]) == 1
-    assert len(cluster.get_json("replicasets", "-n", namespace)["items"]) == 1, "no new rollout after restart"
+    assert len(cluster.get_json("replicasets", "-n", namespace)["items"]) == 1, "no new rollout after restarts"
+    assert status(cluster, namespace, "tiny-r")["serving"]["revision"] == "v0.1.0"
 
 
 def test_operator_holds_exactly_the_chart_permissions(cluster: Cluster, operator):

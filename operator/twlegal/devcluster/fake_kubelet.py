@@ -1,4 +1,4 @@
-"""A stand-in kubelet that plays its part's part through the API, for the integration tier.
+"""A stand-in kubelet that plays the kubelet's part through the API (integration tests, benchmarks).
 
 It registers a Node with GPU capacity, keeps its heartbeat, and moves the pods the real scheduler
 binds to it through their lifecycle by writing pod status, as a kubelet would. What each pod does
@@ -33,8 +33,9 @@ def _now() -> str:
 class Behaviour:
     training: str = "succeed"  # succeed | fail | diverge | hold
     final_loss: float = 0.42
+    evaluation: str = "score"  # score | hold
     score: float = 55.0
-    serving: str = "ready"  # ready | never-ready
+    serving: str = "ready"  # ready | never-ready | hold (not ready until changed to ready)
     run_seconds: float = 0.5
 
 
@@ -46,13 +47,17 @@ class FakeKubelet:
     _done: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _ip: int = 10
+    # Called as on_finish(release, component, monotonic_time) when a Job's pod ends (benchmarks).
+    on_finish: Any = None
 
     def behave(self, release: str, **kwargs: Any) -> None:
         self.behaviours[release] = Behaviour(**kwargs)
 
-    def hold(self, release: str, training: str) -> None:
-        """Change what a held training pod does next (e.g. from hold to succeed)."""
-        self.behaviours.setdefault(release, Behaviour()).training = training
+    def change(self, release: str, **kwargs: Any) -> None:
+        """Change what a release's pods do next (e.g. a held stage: training="succeed")."""
+        behaviour = self.behaviours.setdefault(release, Behaviour())
+        for key, value in kwargs.items():
+            setattr(behaviour, key, value)
 
     # --- node ----------------------------------------------------------------------------------
     def start(self) -> "FakeKubelet":
@@ -76,7 +81,7 @@ class FakeKubelet:
 
     def _heartbeat(self) -> None:
         core = client.CoreV1Api(self.api)
-        capacity = {"cpu": "256", "memory": "2Ti", "pods": "250", "nvidia.com/gpu": "64",
+        capacity = {"cpu": "1024", "memory": "8Ti", "pods": "2000", "nvidia.com/gpu": "4096",
                     "ephemeral-storage": "1Ti"}
         now = _now()
         status = {"status": {
@@ -135,11 +140,17 @@ class FakeKubelet:
         component = labels.get("app.kubernetes.io/component")
         behaviour = self.behaviours.get(labels.get("twlegal.io/release", ""), Behaviour())
         container = pod.spec.containers[0].name
+        running = {"running": {"startedAt": _now()}}
         if meta.uid not in self._started:
             self._started[meta.uid] = time.monotonic()
-            ready = not (component == "serving" and behaviour.serving == "never-ready")
-            self._write(core, pod, "Running", container, ready=ready, state={"running": {"startedAt": _now()}})
-            if component == "serving":
+            ready = not (component == "serving" and behaviour.serving in ("never-ready", "hold"))
+            self._write(core, pod, "Running", container, ready=ready, state=running)
+            if component == "serving" and behaviour.serving != "hold":
+                self._done.add(meta.uid)
+            return
+        if component == "serving":
+            if behaviour.serving == "ready":  # released from hold
+                self._write(core, pod, "Running", container, ready=True, state=running)
                 self._done.add(meta.uid)
             return
         if component not in ("training", "evaluation"):
@@ -150,6 +161,8 @@ class FakeKubelet:
             if behaviour.training == "hold":
                 return
             code, message = self._training_outcome(behaviour, labels)
+        elif behaviour.evaluation == "hold":
+            return
         else:
             code, message = 0, EvaluationResult(benchmark="fixture", score=behaviour.score,
                                                 correct=int(behaviour.score), total=100).termination_message()
@@ -157,6 +170,8 @@ class FakeKubelet:
                                 "message": message, "startedAt": _now(), "finishedAt": _now()}}
         self._write(core, pod, "Succeeded" if code == 0 else "Failed", container, ready=False, state=state)
         self._done.add(meta.uid)
+        if self.on_finish:
+            self.on_finish(labels.get("twlegal.io/release", ""), component, time.monotonic())
 
     @staticmethod
     def _training_outcome(behaviour: Behaviour, labels: dict[str, str]) -> tuple[int, str]:
