@@ -60,6 +60,7 @@ class Timeline:
         self.api = api
         self.created: dict[str, float] = {}
         self.job_seen: dict[str, float] = {}
+        self.job_complete: dict[str, float] = {}
         self.trained: dict[str, float] = {}
         self.pinned: dict[str, float] = {}
         self.stop = threading.Event()
@@ -85,6 +86,8 @@ class Timeline:
             release = (job.metadata.labels or {}).get("twlegal.io/release")
             if release:
                 self.job_seen.setdefault(release, time.monotonic())
+                if any(c.type == "Complete" and c.status == "True" for c in (job.status.conditions or [])):
+                    self.job_complete.setdefault(release, time.monotonic())
         self._watch(client.BatchV1Api(self.api).list_namespaced_job, record)
 
     def _watch_deployments(self) -> None:
@@ -97,7 +100,11 @@ class Timeline:
     def latencies(self, names: list[str]) -> dict:
         return {
             "create_to_job_exists": summary([self.job_seen[n] - self.created[n] for n in names if n in self.job_seen]),
+            # The operator's share: from the Job's Complete condition to the pinned Deployment.
             "job_succeeded_to_deployment_pinned": summary(
+                [self.pinned[n] - self.job_complete[n] for n in names if n in self.pinned and n in self.job_complete]),
+            # End to end, including the Job controller noticing the pod: pod succeeded -> pinned.
+            "training_pod_succeeded_to_deployment_pinned": summary(
                 [self.pinned[n] - self.trained[n] for n in names if n in self.pinned and n in self.trained]),
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
+from typing import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -15,7 +16,7 @@ RECONCILE_ERRORS = Counter("twlegal_reconcile_errors_total", "Reconciles that ra
 TRANSITIONS = Counter("twlegal_phase_transitions_total", "Phase transitions", ["phase"])
 
 
-def publish_phases(phases: dict[str, str | None]) -> None:
+def publish_phases(phases: Mapping[object, str | None]) -> None:
     counts = Tally(phase or "Pending" for phase in phases.values())
     for phase in (*PHASES, "Pending"):
         RELEASES.labels(phase=phase).set(counts.get(phase, 0))

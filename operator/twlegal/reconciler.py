@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 from . import metrics
 from .api.release import LegalModelRelease
 from .kube import Kube
-from .policies import Observed, Peer, ServingView, decide, previous_release_name
+from .policies import Observed, Peer, ServingView, decide, previous_release_name, settled_stages
 from .policies import children
 from .render import names
 from .render.settings import OperatorSettings
@@ -48,7 +48,7 @@ class Reconciler:
         with self._guard:
             self._locks.pop((namespace, name), None)
             self.phases.pop((namespace, name), None)
-        metrics.publish_phases({f"{k}": v for k, v in self.phases.items()})
+        metrics.publish_phases(self.phases)
 
     def reconcile(self, namespace: str, name: str) -> str | None:
         """Bring one release a step closer to its goal; returns its phase. Safe to call any time."""
@@ -91,14 +91,17 @@ class Reconciler:
             log.info("%s/%s: %s -> %s", namespace, name, old.get("phase") or "-", phase)
         with self._guard:
             self.phases[(namespace, name)] = phase
-        metrics.publish_phases({f"{k}": v for k, v in self.phases.items()})
+        metrics.publish_phases(self.phases)
         return phase
 
     def _observe(self, release: LegalModelRelease) -> Observed:
         ns = release.namespace
-        training_job = self.kube.get("batch/v1", "Job", ns, names.training_job_name(release))
+        trained, evaluated = settled_stages(release)
+        if evaluated:
+            return Observed()  # status already holds both outcomes: only serving needs looking at
+        training_job = None if trained else self.kube.get("batch/v1", "Job", ns, names.training_job_name(release))
         evaluation_job = None
-        if release.spec.evaluation is not None and children.is_finished(training_job):
+        if release.spec.evaluation is not None and (trained or children.is_finished(training_job)):
             evaluation_job = self.kube.get("batch/v1", "Job", ns, names.evaluation_job_name(release))
         return Observed(
             training_job=training_job,

@@ -114,6 +114,17 @@ class _Plan:
         return self.decision
 
 
+def settled_stages(release: LegalModelRelease) -> tuple[bool, bool]:
+    """(training settled, evaluation settled): stages whose outcome status already records, so
+    their Jobs and pods need not be read again (decide() continues from status)."""
+    status = release.status.to_wire() if release.status else {}
+    conds = status.get("conditions") or []
+    trained = cond.is_true(conds, TRAINED)
+    evaluated = release.spec.evaluation is None or (
+        cond.get(conds, EVALUATED) is not None and "score" in (status.get("evaluation") or {}))
+    return trained, trained and evaluated
+
+
 def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSettings, now: str) -> Decision:
     plan = _Plan(release, now)
     if plan.old.get("phase") in TERMINAL:
