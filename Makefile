@@ -27,6 +27,6 @@ unit:
 crds:
 	@venv=$(VENV); "$$venv/bin/twlegal" crd > crds/twlegal.io_legalmodelreleases.yaml
 
-## binaries: build (or reuse) etcd, kube-apiserver & co, kwok and helm from the Go module proxy
+## binaries: build (or reuse) etcd, kube-apiserver & co and helm from the Go module proxy
 binaries:
 	operator/twlegal/devcluster/build-binaries.sh all

@@ -9,7 +9,6 @@ from pathlib import Path
 K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
-KWOK_VERSION = "v0.7.0"
 BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -24,8 +23,6 @@ def _built(name: str) -> Path:
         return bin_dir / f"etcd-{ETCD_VERSION}" / "etcd"
     if name == "helm":
         return bin_dir / f"helm-{HELM_VERSION}-k8s-{K8S_VERSION}" / "helm"
-    if name == "kwok":
-        return bin_dir / f"kwok-{KWOK_VERSION}" / "kwok"
     return bin_dir / f"kubernetes-{K8S_VERSION}" / name
 
 
@@ -41,10 +38,10 @@ def find(name: str, *, build: bool = True) -> Path:
             return directory / name
     path = _built(name)
     if not path.is_file() and build:
-        what = {"etcd": "etcd", "helm": "helm", "kwok": "kwok"}.get(name, "kubernetes")
+        what = {"etcd": "etcd", "helm": "helm"}.get(name, "kubernetes")
         subprocess.run(["bash", str(BUILD_SCRIPT), what], check=True,
                        env={**os.environ, "K8S_VERSION": K8S_VERSION, "ETCD_VERSION": ETCD_VERSION,
-                            "HELM_VERSION": HELM_VERSION, "KWOK_VERSION": KWOK_VERSION})
+                            "HELM_VERSION": HELM_VERSION})
     if not path.is_file():
         raise FileNotFoundError(f"{name} not found in {[str(d) for d in _user_dirs()]} nor at {path}")
     return path

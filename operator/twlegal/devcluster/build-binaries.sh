@@ -2,14 +2,13 @@
 # Builds the upstream binaries the local control plane needs, from the Go module proxy only,
 # into a cache outside the repository keyed by version, so later runs start in seconds.
 #
-#   hack/build-binaries.sh [all|kubernetes|etcd|kwok|helm]
+#   build-binaries.sh [all|kubernetes|etcd|helm]
 #
 # Prints nothing but progress on stderr; the binaries land in $TWLEGAL_CACHE/bin/<name>-<version>/.
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
-KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 CACHE=${TWLEGAL_CACHE:-$HOME/.cache/twlegal}
 export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
@@ -81,14 +80,6 @@ build_etcd() {
   go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
 }
 
-build_kwok() {
-  local out=$CACHE/bin/kwok-$KWOK_VERSION
-  [ -x "$out/kwok" ] && { log "kwok $KWOK_VERSION cached in $out"; return; }
-  mkdir -p "$out"
-  log "building kwok $KWOK_VERSION"
-  GOBIN=$out go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-}
-
 build_helm() {
   local out=$CACHE/bin/helm-$HELM_VERSION-k8s-$K8S_VERSION
   [ -x "$out/helm" ] && { log "helm $HELM_VERSION cached in $out"; return; }
@@ -108,7 +99,7 @@ build_helm() {
 
 what=${1:-all}
 case $what in
-  all) build_etcd; build_kwok; build_helm; build_kubernetes ;;
-  kubernetes|etcd|kwok|helm) "build_$what" ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm]" >&2; exit 2 ;;
+  all) build_etcd; build_helm; build_kubernetes ;;
+  kubernetes|etcd|helm) "build_$what" ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|helm]" >&2; exit 2 ;;
 esac
