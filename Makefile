@@ -23,9 +23,10 @@ test:
 unit:
 	@venv=$(VENV); "$$venv/bin/python" -m pytest tests/unit $(PYTEST_ARGS)
 
-## crds: regenerate crds/ from the API models
+## crds: regenerate the CRD (crds/ and the chart's copy) from the API models
 crds:
-	@venv=$(VENV); "$$venv/bin/twlegal" crd > crds/twlegal.io_legalmodelreleases.yaml
+	@venv=$(VENV); "$$venv/bin/twlegal" crd > crds/twlegal.io_legalmodelreleases.yaml; \
+	cp crds/twlegal.io_legalmodelreleases.yaml charts/twlegal/files/crds/
 
 ## binaries: build (or reuse) etcd, kube-apiserver & co and helm from the Go module proxy
 binaries:

@@ -56,6 +56,12 @@ class Reconciler:
         try:
             with self._lock(namespace, name):
                 return self._reconcile(namespace, name)
+        except ApiException as exc:
+            if exc.status == 403 and "NamespaceTerminating" in (exc.body or ""):
+                log.info("%s/%s: namespace is being deleted; nothing to do", namespace, name)
+                return None
+            metrics.RECONCILE_ERRORS.inc()
+            raise
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
             raise

@@ -8,9 +8,12 @@ the real Job and Deployment controllers do the rest.
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 from tests.cases import load_example
 from tests.support.cluster import Cluster, wait_for
+from twlegal import yamlio
 from twlegal.api.release import LegalModelRelease
 from twlegal.contracts import ServingLaunch
 from twlegal.render import OperatorSettings, render_stage
@@ -31,8 +34,23 @@ def status(cluster: Cluster, namespace: str, name: str) -> dict:
 
 
 def wait_phase(cluster: Cluster, namespace: str, name: str, *phases: str, timeout: float = TIMEOUT) -> dict:
-    return wait_for(f"{name} to reach {phases}",
-                    lambda: (s := status(cluster, namespace, name)).get("phase") in phases and s, timeout)
+    st = wait_for(f"{name} to reach {phases}",
+                  lambda: (s := status(cluster, namespace, name)).get("phase") in phases and s, timeout)
+    capture(cluster, namespace, name)
+    return st
+
+
+def capture(cluster: Cluster, namespace: str, name: str) -> None:
+    """With TWLEGAL_CAPTURE_DIR set, keep the release as the API server returned it, one file per
+    phase: the Argo CD health check's test data come from these runs."""
+    directory = os.environ.get("TWLEGAL_CAPTURE_DIR")
+    if not directory:
+        return
+    obj = cluster.get_json("lmr", name, "-n", namespace)
+    obj["metadata"].pop("managedFields", None)
+    phase = (obj.get("status") or {}).get("phase", "none")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    (Path(directory) / f"{phase.lower()}.yaml").write_text(yamlio.dump(obj))
 
 
 def conditions(st: dict) -> dict[str, dict]:

@@ -13,12 +13,15 @@ from twlegal import yamlio
 from twlegal.api.crd import custom_resource_definition, open_api_schema
 from twlegal.cli import crd_yaml, main
 
-CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "twlegal.io_legalmodelreleases.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILES = [ROOT / "crds" / "twlegal.io_legalmodelreleases.yaml",
+             ROOT / "charts" / "twlegal" / "files" / "crds" / "twlegal.io_legalmodelreleases.yaml"]
 K8S_VERSION = "1.36.0"
 
 
-def test_checked_in_crd_is_current():
-    assert CRD_FILE.read_text(encoding="utf-8") == crd_yaml(), "crds/ is stale: run `make crds`"
+@pytest.mark.parametrize("path", CRD_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_checked_in_crd_is_current(path):
+    assert path.read_text(encoding="utf-8") == crd_yaml(), f"{path} is stale: run `make crds`"
 
 
 def test_crd_validates_against_kubernetes_openapi():

@@ -187,3 +187,21 @@ def test_job_and_rollout_states():
     stale = deployment("a")
     stale["status"]["observedGeneration"] = 1
     assert rollout_state(stale).state == "progressing"
+
+
+def test_a_stale_view_never_takes_the_target_back_from_a_newer_pinned_release():
+    old = release("tiny-v1", "v0.1.0", status={"phase": "Serving"})
+    # The newer release already pinned the target, but the view of its status still says Evaluating.
+    peers = (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "Evaluating", False))
+    view = ServingView(deployment("tiny-v2", previous="tiny-v1", ready=False), peers)
+    decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": view}), SETTINGS, NOW)
+    assert decision.apply == [] and decision.status["phase"] == "Serving"
+
+
+def test_a_deadline_left_by_someone_elses_rollout_does_not_roll_back_the_restored_release():
+    old = release("tiny-v1", "v0.1.0", status={"phase": "Serving"})
+    peers = (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "RolledBack", True))
+    view = ServingView(deployment("tiny-v1", ready=False, deadline=True), peers)
+    decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": view}), SETTINGS, NOW)
+    assert decision.status["phase"] == "RollingOut", "it waits for its own template to come back"
+    assert decision.events[0].reason == "RolloutStarted"

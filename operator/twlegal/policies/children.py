@@ -33,8 +33,10 @@ def job_state(job: dict[str, Any]) -> JobState:
             return JobState("succeeded", cond.get("reason", "Completed"), cond.get("message", ""), **common)
         if cond.get("type") == "Failed":
             return JobState("failed", cond.get("reason", "Failed"), cond.get("message", ""), **common)
-    if int(status.get("ready", 0)) > 0 or int(status.get("failed", 0)) > 0:
-        return JobState("running", **common)
+    uncounted = status.get("uncountedTerminatedPods") or {}
+    if int(status.get("ready", 0)) > 0 or int(status.get("failed", 0)) > 0 \
+            or int(status.get("succeeded", 0)) > 0 or uncounted.get("succeeded") or uncounted.get("failed"):
+        return JobState("running", **common)  # a pod ran; the Job controller has not concluded yet
     return JobState("pending", **common)
 
 

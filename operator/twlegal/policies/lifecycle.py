@@ -168,7 +168,7 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
     if result is not None:
         _record_training_result(plan, result)
 
-    if state.state == "pending":
+    if state.state == "pending" and plan.old.get("phase") != "Training":
         plan.condition(TRAINED, "Unknown", "Scheduling", "waiting for the training pod to start")
         plan.condition(READY, "False", "Training", "the release is not trained yet")
         return plan.phase("Pending", "TrainingPending", f"training Job {job_name} is waiting for its pod")
@@ -179,13 +179,13 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
     if state.state == "failed":
         if result is not None and result.outcome == "Diverged":
             plan.condition(TRAINED, "False", "LossDiverged", result.message or "the training loss diverged")
-            plan.condition(READY, "False", "Rejected", "a diverged model is never served")
+            plan.condition(READY, "False", "Rejected", f"training loss diverged: {result.message}".strip())
             return plan.phase("Rejected", "LossDiverged", f"training loss diverged: {result.message}".strip())
         # The trainer's own words (its result, or the log tail the kubelet kept) say most.
         detail = result.message if result else (raw or "").strip()[-2000:]
         message = "; ".join(part for part in (state.message, detail) if part) or state.reason
         plan.condition(TRAINED, "False", state.reason or "JobFailed", message)
-        plan.condition(READY, "False", "Failed", "training failed; checkpoints are kept")
+        plan.condition(READY, "False", "Failed", f"training failed (checkpoints are kept): {message}")
         return plan.phase("Failed", f"Training{state.reason or 'Failed'}", f"training Job {job_name} failed: {message}")
 
     # succeeded
@@ -195,7 +195,7 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
             and result.final_loss > guard.max_final_loss:
         message = f"final training loss {result.final_loss:g} is above maxFinalLoss {guard.max_final_loss:g}"
         plan.condition(EVALUATED, "False", "FinalLossTooHigh", message)
-        plan.condition(READY, "False", "Rejected", "a diverged model is never served")
+        plan.condition(READY, "False", "Rejected", message)
         return plan.phase("Rejected", "FinalLossTooHigh", message)
     return None
 
@@ -235,17 +235,19 @@ def _evaluation(plan: _Plan, observed: Observed, settings: OperatorSettings) -> 
             return _gate(plan, plan.status["evaluation"]["score"])  # evaluated earlier; Job cleaned up
         plan.decision.create += render_evaluation.render(release, settings)
         plan.condition(EVALUATED, "Unknown", "JobCreated", f"evaluation Job {job_name} created")
+        plan.condition(READY, "False", "Evaluating", f"scoring on {bench}")
         return plan.phase("Evaluating", "EvaluationStarted", f"scoring on {bench}")
     state = children.job_state(job)
     if state.state in ("pending", "running"):
         plan.condition(EVALUATED, "Unknown", "Evaluating", f"scoring on {bench}")
+        plan.condition(READY, "False", "Evaluating", f"scoring on {bench}")
         return plan.phase("Evaluating", "EvaluationStarted", f"scoring on {bench}")
     message = children.termination_message(list(observed.evaluation_pods), render_evaluation.CONTAINER)
     result = children.parse_result(message, EvaluationResult)
     if state.state == "failed" or result is None:
         why = state.message or message or "the evaluation reported no score"
         plan.condition(EVALUATED, "False", "EvaluationFailed", why)
-        plan.condition(READY, "False", "Failed", "evaluation failed")
+        plan.condition(READY, "False", "Failed", f"evaluation failed: {why}")
         return plan.phase("Failed", "EvaluationFailed", f"evaluation Job {job_name} failed: {why}")
     return _gate(plan, result.score)
 
@@ -258,7 +260,7 @@ def _gate(plan: _Plan, score: float) -> Decision | None:
     if not passed:
         message = f"score {score:g} is below minScore {spec.min_score:g}"
         plan.condition(EVALUATED, "False", "ScoreBelowThreshold", message)
-        plan.condition(READY, "False", "Rejected", "a release below its threshold is never served")
+        plan.condition(READY, "False", "Rejected", f"{message}: never served")
         return plan.phase("Rejected", "ScoreBelowThreshold", message)
     plan.condition(EVALUATED, "True", "Passed", f"score {score:g} >= minScore {spec.min_score:g}")
     return None
@@ -270,16 +272,18 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
     release = plan.release
     target = names.serving_target(release)
     me = Peer(release.name, release.spec.version, plan.status.get("phase"), True)
-    candidates = [p for p in view.peers if p.name != release.name and p.passed and p.phase not in TERMINAL]
-    newest = max([me, *candidates], key=lambda p: (version_key(p.version), p.created, p.name))
     pinned = children.template_label(view.deployment, names.RELEASE_LABEL)
+    # Only a passed release pins the target, so the pinned one counts as passed even when the
+    # view of its status lags behind; a release deleted since no longer counts.
+    candidates = [p for p in view.peers if p.name != release.name and p.phase not in TERMINAL
+                  and (p.passed or p.name == pinned)]
+    newest = max([me, *candidates], key=lambda p: (version_key(p.version), p.created, p.name))
     plan.section("serving", target=target, deployment=target, service=target,
                  endpoint=render_serving.endpoint(release))
 
     if newest.name != release.name:
-        serving_now = pinned == release.name and plan.old.get("phase") == "Serving"
-        if serving_now and newest.phase != "Serving":
-            return plan.decision  # keep serving until the newer release is ready
+        if plan.old.get("phase") == "Serving" and newest.phase != "Serving":
+            return plan.decision  # its pods serve until the newer release's are ready
         plan.section("serving", supersededBy=newest.name)
         plan.condition(DEPLOYED, "False", "Superseded", f"{newest.name} ({newest.version}) serves {target}")
         plan.condition(READY, "False", "Superseded", f"{newest.name} ({newest.version}) serves {target}")
@@ -290,10 +294,12 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
 
     if pinned == release.name:
         rollout = children.rollout_state(view.deployment or {})
-        if rollout.state == "failed":
+        if rollout.state == "failed" and plan.old.get("phase") == "RollingOut":
             return _roll_back(plan, previous, rollout.message, settings)
+        # Otherwise the deadline belongs to a rollout this release did not start (e.g. the one
+        # rolled back to it): its own template is being restored, so wait for that.
         plan.section("serving", readyReplicas=rollout.ready_replicas)
-        if rollout.state == "progressing":
+        if rollout.state != "complete":
             plan.decision.apply += _serving_objects(release, previous, settings)
             plan.condition(DEPLOYED, "Unknown", "RollingOut", rollout.message)
             plan.condition(READY, "False", "RollingOut", rollout.message)

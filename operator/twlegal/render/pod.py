@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.common import SecretKeyRef
 from ..api.spec import ComputeResources
 from ..api.release import API_VERSION, KIND, LegalModelRelease
 from .settings import OperatorSettings
@@ -88,15 +89,25 @@ def placement(spec: ComputeResources) -> dict[str, Any]:
     return out
 
 
+def secret_env(name: str, ref: SecretKeyRef | None, default: str | None) -> list[dict[str, Any]]:
+    """An env var from the release's Secret, else from the operator's default "name/key"."""
+    if ref is not None:
+        secret, key = ref.name, ref.key
+    elif default:
+        secret, key = default.split("/", 1)
+    else:
+        return []
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}]
+
+
 def hub_env(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
     """Hub cache on the volume (survives retries), token from a Secret, endpoint, offline mode."""
     hub = release.spec.hub
     env: list[dict[str, Any]] = [
         {"name": "HF_HOME", "value": f"{settings.storage_mount_path}/{settings.hub_cache_subpath}"},
     ]
-    if hub.token_secret:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": hub.token_secret.name, "key": hub.token_secret.key}}})
+    if not hub.offline:
+        env += secret_env("HF_TOKEN", hub.token_secret, settings.default_hub_token_secret)
     if hub.endpoint:
         env.append({"name": "HF_ENDPOINT", "value": hub.endpoint})
     if hub.offline:

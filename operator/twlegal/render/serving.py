@@ -49,9 +49,7 @@ def _container(release: LegalModelRelease, settings: OperatorSettings) -> dict[s
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
     ]
-    if serving.api_key_secret:
-        env.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {
-            "name": serving.api_key_secret.name, "key": serving.api_key_secret.key}}})
+    env += pod.secret_env(API_KEY_ENV, serving.api_key_secret, settings.default_api_key_secret)
     return {
         "name": CONTAINER,
         "image": serving.image or settings.server_image,

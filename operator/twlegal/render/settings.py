@@ -30,6 +30,9 @@ class OperatorSettings(BaseModel):
     rollout_deadline_seconds: int = Field(1800, ge=5)
     startup_timeout_seconds: int = Field(3600, ge=60)
     serving_grace_seconds: int = Field(120, ge=10)
+    # "name/key" of Secrets for releases that name none (the chart's `defaults`).
+    default_hub_token_secret: str | None = Field(None, pattern=r"^[a-z0-9][-a-z0-9.]*/[-._a-zA-Z0-9]+$")
+    default_api_key_secret: str | None = Field(None, pattern=r"^[a-z0-9][-a-z0-9.]*/[-._a-zA-Z0-9]+$")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "OperatorSettings":
