@@ -1,6 +1,6 @@
 # The two commands a fresh machine needs are `make demo` and `make test`; the rest are helpers.
 SHELL := /bin/bash
-EXTRAS ?= operator,dev,test
+EXTRAS ?= operator,dev,test,trainer
 VENV = $(shell hack/ensure-venv.sh $(EXTRAS))
 PYTEST_ARGS ?=
 

@@ -1,0 +1,130 @@
+"""The trainer on a tiny Llama on CPU: real transformers (and DeepSpeed) training runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cases import load_example
+from twlegal.api.release import LegalModelRelease
+from twlegal.contracts import TrainingResult
+from twlegal.contracts.training import MANIFEST_FILE, ExitCode, TrainingConfig
+from twlegal.render import OperatorSettings
+from twlegal.render.training import training_config
+from twlegal_trainer.artifacts import sha256
+from twlegal_trainer.chat import IGNORE, LLAMA3_TEMPLATE, encode_llama3, pack
+
+TRAINER = [sys.executable, "-m", "twlegal_trainer.cli"]
+
+
+def config_for(volume: Path, **hyper) -> TrainingConfig:
+    """The operator's own rendering of the tiny release, pointed at this test's volume."""
+    doc = load_example()
+    doc["spec"]["training"]["hyperparameters"].update(hyper)
+    release = LegalModelRelease.from_object(doc)
+    return training_config(release, OperatorSettings(storage_mount_path=str(volume)))
+
+
+def run_trainer(config: TrainingConfig, tmp: Path, *, wait: bool = True, env: dict | None = None):
+    path = tmp / "training.json"
+    path.write_text(config.to_json())
+    termination = tmp / "termination-log"
+    environ = {**os.environ, "TWLEGAL_TERMINATION_LOG": str(termination), "DS_ACCELERATOR": "cpu",
+               "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen([*TRAINER, "run", "--config", str(path)], env=environ,
+                            stdout=open(tmp / "trainer.log", "ab"), stderr=subprocess.STDOUT)
+    if not wait:
+        return proc, termination
+    code = proc.wait(timeout=900)
+    return code, TrainingResult.model_validate_json(termination.read_text()) if termination.exists() else None
+
+
+def first_and_last_loss(checkpoint_dir: Path) -> tuple[float, float]:
+    newest = max(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    history = json.loads((newest / "trainer_state.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    return losses[0], losses[-1]
+
+
+def test_single_process_run_halves_the_loss_and_publishes_checksummed_weights(volume, tmp_path):
+    config = config_for(volume, epochs=10, learningRate=5e-3)
+    code, result = run_trainer(config, tmp_path)
+    assert code == ExitCode.SUCCEEDED, (tmp_path / "trainer.log").read_text()[-3000:]
+    assert result.outcome == "Succeeded" and result.global_step == result.total_steps
+    first, last = first_and_last_loss(Path(config.checkpoint_dir))
+    assert last <= first / 2, (first, last)
+    out = Path(config.output_dir)
+    assert result.artifact_path == str(out)
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["version"] == "v0.1.0" and manifest["files"]
+    for name, digest in manifest["files"].items():
+        assert sha256(out / name) == digest, name
+    assert result.checksum == "sha256:" + hashlib.sha256((out / MANIFEST_FILE).read_bytes()).hexdigest()
+    assert json.loads((out / "tokenizer_config.json").read_text()).get("chat_template") == LLAMA3_TEMPLATE \
+        or (out / "chat_template.jinja").read_text() == LLAMA3_TEMPLATE
+    assert len((tmp_path / "termination-log").read_bytes()) <= 4096
+    assert TrainingResult.model_validate_json((out / "twlegal-result.json").read_text()) == result
+    assert result.tokens_per_second > 0 and result.total_flos > 0
+
+
+def test_prompt_tokens_are_masked_and_packing_never_crosses_the_cutoff(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    messages = [{"role": "system", "content": "你是法律助理。"}, {"role": "user", "content": "民法第6條？"},
+                {"role": "assistant", "content": "人之權利能力，始於出生，終於死亡。"}]
+    example = encode_llama3(tokenizer, messages, cutoff=512)
+    learned = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE]
+    assert tokenizer.decode(learned) == "人之權利能力，始於出生，終於死亡。<|eot_id|>"
+    tokenizer.chat_template = LLAMA3_TEMPLATE
+    assert example.input_ids == tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False), "same as serving"
+    packed = pack([encode_llama3(tokenizer, messages, cutoff=60) for _ in range(10)], cutoff=100)
+    assert all(len(p.input_ids) <= 100 for p in packed) and sum(len(p.input_ids) for p in packed) == 10 * min(
+        60, len(example.input_ids))
+
+
+def test_an_absurd_learning_rate_diverges_and_publishes_nothing(volume, tmp_path):
+    config = config_for(volume, epochs=1, learningRate=1.0, warmupSteps=0)
+    code, result = run_trainer(config, tmp_path)
+    assert code == ExitCode.DIVERGED, (tmp_path / "trainer.log").read_text()[-3000:]
+    assert result.outcome == "Diverged" and "loss" in result.message
+    assert not Path(config.output_dir).exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_step_count(volume, tmp_path):
+    config = config_for(volume, epochs=4, learningRate=3e-3)
+    config = config.model_copy(update={"checkpoint_every_steps": 5})
+    proc, termination = run_trainer(config, tmp_path, wait=False)
+    checkpoints = Path(config.checkpoint_dir)
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("checkpoint-*/twlegal-complete.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == ExitCode.INTERRUPTED, (tmp_path / "trainer.log").read_text()[-3000:]
+    interrupted = TrainingResult.model_validate_json(termination.read_text())
+    assert interrupted.outcome == "Interrupted" and interrupted.global_step < interrupted.total_steps
+    assert not Path(config.output_dir).exists()
+    code, result = run_trainer(config, tmp_path)
+    assert code == ExitCode.SUCCEEDED
+    assert result.resumed_from_step == interrupted.global_step
+    assert result.global_step == result.total_steps == interrupted.total_steps
+
+
+@pytest.mark.timeout(900)
+def test_deepspeed_with_two_ranks_halves_the_loss(volume, tmp_path):
+    config = config_for(volume, epochs=10, learningRate=5e-3)
+    config = config.model_copy(update={"processes": 2})
+    code, result = run_trainer(config, tmp_path)
+    assert code == ExitCode.SUCCEEDED, (tmp_path / "trainer.log").read_text()[-4000:]
+    first, last = first_and_last_loss(Path(config.checkpoint_dir))
+    assert last <= first / 2, (first, last)
+    assert "DeepSpeed" in (tmp_path / "trainer.log").read_text() or "deepspeed" in (tmp_path / "trainer.log").read_text()

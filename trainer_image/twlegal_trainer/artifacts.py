@@ -1,0 +1,69 @@
+"""Checkpoints, published weights with a checksum manifest, and the result the operator reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from twlegal.contracts.training import MANIFEST_FILE, RESULT_FILE, TrainingResult
+
+COMPLETE_MARK = "twlegal-complete.json"  # written after a checkpoint is fully saved
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def mark_complete(checkpoint: Path, world_size: int) -> None:
+    (checkpoint / COMPLETE_MARK).write_text(json.dumps({"worldSize": world_size}))
+
+
+def newest_complete_checkpoint(directory: Path) -> tuple[Path | None, int | None]:
+    """The newest checkpoint with its completion mark (a half-written one has none), and the
+    world size that wrote it."""
+    if not directory.is_dir():
+        return None, None
+    found = sorted(((int(m.group(1)), p) for p in directory.iterdir()
+                    if (m := _CHECKPOINT.match(p.name)) and (p / COMPLETE_MARK).is_file()), reverse=True)
+    if not found:
+        return None, None
+    path = found[0][1]
+    return path, json.loads((path / COMPLETE_MARK).read_text())["worldSize"]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, model: str, version: str) -> str:
+    """A manifest of every file's sha256; returns the sha256 of the manifest itself."""
+    files = {str(p.relative_to(directory)): sha256(p) for p in sorted(directory.rglob("*"))
+             if p.is_file() and p.name not in (MANIFEST_FILE, RESULT_FILE)}
+    manifest = json.dumps({"model": model, "version": version, "files": files}, indent=2, sort_keys=True)
+    (directory / MANIFEST_FILE).write_text(manifest + "\n")
+    return "sha256:" + hashlib.sha256((manifest + "\n").encode()).hexdigest()
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Make the weights visible at their final path in one rename (never half-published)."""
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, final)
+
+
+def report(result: TrainingResult, beside: Path | None) -> None:
+    """The result beside the weights (when published) and as the termination message."""
+    if beside is not None and beside.is_dir():
+        (beside / RESULT_FILE).write_text(json.dumps(result.to_wire(), indent=2, ensure_ascii=False) + "\n")
+    path = Path(os.environ.get("TWLEGAL_TERMINATION_LOG", "/dev/termination-log"))
+    try:
+        path.write_text(result.termination_message())
+    except OSError:  # not in a pod
+        pass
+    print("twlegal-result " + result.termination_message(), flush=True)

@@ -1,0 +1,77 @@
+"""`twlegal-train run|evaluate --config FILE`: the entrypoint of the trainer image.
+
+`run` launches one process per GPU with torchrun (DeepSpeed) when there is more than one, keeps
+the exit code contract (ExitCode) across torchrun, and forwards SIGTERM so a preempted run saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
+
+OUTCOME_EXIT = {"Succeeded": ExitCode.SUCCEEDED, "Diverged": ExitCode.DIVERGED,
+                "Interrupted": ExitCode.INTERRUPTED, "Failed": ExitCode.FAILED}
+
+
+def _load(path: str) -> TrainingConfig:
+    return TrainingConfig.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config)
+    except (OSError, ValidationError) as exc:
+        print(f"twlegal-train: invalid training config {args.config}: {exc}", file=sys.stderr)
+        return int(ExitCode.INVALID_CONFIG)
+    if config.processes == 1 and config.use_cpu:
+        from .train import run
+
+        return run(config)
+    # Workers report through a file; torchrun itself only says "a worker failed".
+    result_file = Path(tempfile.mkdtemp(prefix="twlegal-")) / "result.json"
+    env = {**os.environ, "TWLEGAL_TERMINATION_LOG": str(result_file)}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             f"--nproc_per_node={config.processes}", "-m", "twlegal_trainer.worker",
+                             "--config", args.config], env=env)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    code = proc.wait()
+    if result_file.exists():
+        text = result_file.read_text()
+        termination = Path(os.environ.get("TWLEGAL_TERMINATION_LOG", "/dev/termination-log"))
+        try:
+            termination.write_text(text)
+        except OSError:
+            pass
+        return int(OUTCOME_EXIT[TrainingResult.model_validate(json.loads(text)).outcome])
+    return int(ExitCode.FAILED) if code else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import main as evaluate
+
+    return evaluate(args.config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="twlegal-train", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func in (("run", cmd_run), ("evaluate", cmd_evaluate)):
+        p = sub.add_parser(name)
+        p.add_argument("--config", required=True)
+        p.set_defaults(func=func)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

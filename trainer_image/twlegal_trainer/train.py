@@ -1,0 +1,175 @@
+"""One training process (a torchrun rank): config -> tokenised data -> HF Trainer (+DeepSpeed)
+-> checkpoints -> published weights -> TrainingResult. Returns the trainer's exit code."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
+
+from . import artifacts
+from .chat import IGNORE, LLAMA3_TEMPLATE, encode_llama3, encode_with_tokenizer_template, pack
+from .data import load_conversations
+
+
+def deepspeed_config(config: TrainingConfig) -> dict[str, Any]:
+    """ZeRO from the release; batch sizes, clipping and precision left to the HF integration ("auto")."""
+    zero: dict[str, Any] = {"stage": config.deepspeed.zero_stage, "overlap_comm": not config.use_cpu,
+                            "contiguous_gradients": True}
+    if config.deepspeed.offload == "cpu":
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": not config.use_cpu}
+        if config.deepspeed.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": not config.use_cpu}
+    return {
+        "zero_optimization": zero,
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "gradient_clipping": "auto",
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+    }
+
+
+def planned_steps(samples: int, config: TrainingConfig, world_size: int) -> int:
+    hp = config.hyperparameters
+    batches_per_rank = math.ceil(samples / (hp.per_device_batch_size * world_size))
+    per_epoch = max(batches_per_rank // hp.gradient_accumulation_steps, 1)
+    return math.ceil(per_epoch * hp.epochs)
+
+
+class Collator:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(b["input_ids"]) for b in batch)
+        pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
+        return {
+            "input_ids": torch.tensor([pad(b["input_ids"], self.pad_id) for b in batch]),
+            "labels": torch.tensor([pad(b["labels"], IGNORE) for b in batch]),
+            "attention_mask": torch.tensor([pad([1] * len(b["input_ids"]), 0) for b in batch]),
+        }
+
+
+def _uses_deepspeed(config: TrainingConfig, world_size: int) -> bool:
+    return world_size > 1 or not config.use_cpu
+
+
+def run(config: TrainingConfig) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    from .callbacks import DivergenceGuard, GracefulStop, MarkComplete
+
+    stop = GracefulStop()  # first: a SIGTERM during loading must not kill the pod unsaved
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    started = time.time()
+    source = config.base_model.path or config.base_model.name
+    revision = config.base_model.revision
+
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    if config.template == "llama3":
+        tokenizer.chat_template = LLAMA3_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    encode = encode_llama3 if config.template == "llama3" else encode_with_tokenizer_template
+    examples = [encode(tokenizer, messages, config.cutoff_length)
+                for messages in load_conversations(config.datasets)]
+    examples = [e for e in examples if any(label != IGNORE for label in e.labels)]
+    if config.packing:
+        examples = pack(examples, config.cutoff_length)
+    dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+
+    hp = config.hyperparameters
+    total = planned_steps(len(dataset), config, world_size)
+    warnings = []
+    if hp.warmup_steps >= total:
+        warnings.append(f"warmupSteps {hp.warmup_steps} is not below the {total} optimizer steps of this run: "
+                        "the learning rate never reaches its peak")
+    checkpoint_dir = Path(config.checkpoint_dir)
+    resume, resume_world = artifacts.newest_complete_checkpoint(checkpoint_dir)
+    if resume is not None and resume_world != world_size and _uses_deepspeed(config, world_size):
+        result = TrainingResult(outcome="Failed", message=(
+            f"{resume} was written by {resume_world} processes, this run has {world_size}: "
+            "resume with the same GPU count, or convert it to a universal checkpoint first"))
+        if rank == 0:
+            artifacts.report(result, None)
+        return int(ExitCode.INVALID_CONFIG)
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[hp.precision]
+    model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=dtype)
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=hp.per_device_batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        learning_rate=hp.learning_rate,
+        num_train_epochs=hp.epochs,
+        lr_scheduler_type=hp.lr_scheduler,
+        warmup_steps=hp.warmup_steps,
+        optim=hp.optimizer,
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm,
+        seed=hp.seed,
+        bf16=hp.precision == "bf16",
+        fp16=hp.precision == "fp16",
+        use_cpu=config.use_cpu,
+        deepspeed=deepspeed_config(config) if _uses_deepspeed(config, world_size) else None,
+        gradient_checkpointing=not config.use_cpu,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.checkpoint_every_steps,
+        save_total_limit=2,
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        ddp_backend="gloo" if config.use_cpu and world_size > 1 else None,
+    )
+    guard = DivergenceGuard(config.loss_guard.max_spike_ratio)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=Collator(tokenizer.pad_token_id),
+                      callbacks=[guard, stop, MarkComplete()])
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = trainer.state
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    runtime = time.time() - started
+    common = dict(
+        final_loss=losses[-1] if losses else None, global_step=state.global_step, total_steps=state.max_steps,
+        epochs=state.epoch, runtime_seconds=round(output.metrics.get("train_runtime", runtime), 3),
+        samples_per_second=output.metrics.get("train_samples_per_second"),
+        tokens_per_second=round(state.num_input_tokens_seen / max(output.metrics.get("train_runtime", runtime), 1e-9), 2),
+        total_flos=float(state.total_flos), warnings=warnings,
+        resumed_from_step=int(resume.name.split("-")[1]) if resume else None,
+    )
+    if guard.reason:
+        if rank == 0:
+            artifacts.report(TrainingResult(outcome="Diverged", message=guard.reason, **common), None)
+        return int(ExitCode.DIVERGED)
+    if stop.requested and state.global_step < state.max_steps:
+        newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir)
+        if rank == 0:
+            artifacts.report(TrainingResult(outcome="Interrupted", message="stopped by SIGTERM; resumable",
+                                            checkpoint=str(newest) if newest else None, **common), None)
+        return int(ExitCode.INTERRUPTED)
+
+    final = Path(config.output_dir)
+    staging = final.with_name(final.name + ".partial")
+    trainer.save_model(str(staging))  # every rank: ZeRO-3 gathers the weights
+    if rank != 0:
+        return int(ExitCode.SUCCEEDED)
+    tokenizer.save_pretrained(str(staging))
+    checksum = artifacts.write_manifest(staging, config.release.model, config.release.version)
+    artifacts.publish(staging, final)
+    newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir)
+    result = TrainingResult(outcome="Succeeded", artifact_path=str(final), checksum=checksum,
+                            checkpoint=str(newest) if newest else None, **common)
+    artifacts.report(result, final)
+    return int(ExitCode.SUCCEEDED)
