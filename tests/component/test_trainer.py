@@ -128,3 +128,39 @@ def test_deepspeed_with_two_ranks_halves_the_loss(volume, tmp_path):
     first, last = first_and_last_loss(Path(config.checkpoint_dir))
     assert last <= first / 2, (first, last)
     assert "DeepSpeed" in (tmp_path / "trainer.log").read_text() or "deepspeed" in (tmp_path / "trainer.log").read_text()
+
+
+def test_evaluate_scores_a_model_trained_on_the_answers_above_the_untrained_one(volume, tmp_path):
+    from twlegal.contracts import EvaluationConfig, EvaluationResult
+    from twlegal.contracts.training import ModelSource, ReleaseIdentity
+
+    config = config_for(volume, epochs=10, learningRate=5e-3)
+    code, _ = run_trainer(config, tmp_path)
+    assert code == ExitCode.SUCCEEDED
+
+    def evaluate(model_path: str, name: str) -> EvaluationResult:
+        cfg = EvaluationConfig(
+            release=ReleaseIdentity(namespace="default", name="tiny", model="twlegal/tiny-legal", version="v0.1.0"),
+            model_path=model_path, benchmark=ModelSource(path=str(volume / "benchmarks" / "tw-legal-mc.jsonl")),
+            result_path=str(tmp_path / f"{name}.json"), use_cpu=True, hub_offline=True)
+        path = tmp_path / f"{name}-config.json"
+        path.write_text(cfg.to_json())
+        env = {**os.environ, "TWLEGAL_TERMINATION_LOG": str(tmp_path / f"{name}-termination")}
+        subprocess.run([*TRAINER, "evaluate", "--config", str(path)], check=True, env=env, capture_output=True)
+        return EvaluationResult.model_validate_json((tmp_path / f"{name}.json").read_text())
+
+    untrained = evaluate(str(volume / "base" / "tiny-llama"), "untrained")
+    trained = evaluate(config.output_dir, "trained")
+    assert trained.total == untrained.total == 22
+    assert trained.score >= untrained.score + 25, (untrained.score, trained.score)
+
+
+def test_resuming_with_another_world_size_is_refused_with_a_clear_message(volume, tmp_path):
+    config = config_for(volume, epochs=1)
+    config = config.model_copy(update={"processes": 2})
+    stale = Path(config.checkpoint_dir) / "checkpoint-3"
+    stale.mkdir(parents=True)
+    (stale / "twlegal-complete.json").write_text(json.dumps({"worldSize": 4}))
+    code, result = run_trainer(config, tmp_path)
+    assert code == ExitCode.FAILED
+    assert result.outcome == "Failed" and "written by 4 processes, this run has 2" in result.message
