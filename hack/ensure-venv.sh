@@ -11,8 +11,10 @@ extras=${1:-operator,test}
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-python3}
 cache=${TWLEGAL_CACHE:-$HOME/.cache/twlegal}
-key=$("$python" -c 'import sys; print("py%d%d" % sys.version_info[:2])')-$(echo "$extras" | tr ',' '-')-$(sha256sum "$root/pyproject.toml" | cut -c1-12)
-venv=${TWLEGAL_VENV:-$cache/venv/$key}
+# Keyed by what is installed (the dependency lists), not by the rest of pyproject.toml.
+deps=$(sed -n '/^dependencies = \[/,/^\[project.scripts\]/p' "$root/pyproject.toml" | sha256sum | cut -c1-12)
+prefix=$("$python" -c 'import sys; print("py%d%d" % sys.version_info[:2])')-$(echo "$extras" | tr ',' '-')
+venv=${TWLEGAL_VENV:-$cache/venv/$prefix-$deps}
 if [ ! -f "$venv/.complete" ]; then
   echo "[ensure-venv] creating $venv" >&2
   rm -rf "$venv"
@@ -24,6 +26,10 @@ if [ ! -f "$venv/.complete" ]; then
   fi
   rm -f "$log"
   touch "$venv/.complete"
+  # Environments for older dependency lists of the same extras are dead weight (GBs with torch).
+  for old in "$cache/venv/$prefix"-*; do
+    [ "$old" != "$venv" ] && rm -rf "$old"
+  done
 fi
 # Point the editable install at this checkout (CI clones into a new folder each run).
 log=$(mktemp)
