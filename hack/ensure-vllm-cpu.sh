@@ -32,10 +32,13 @@ with zipfile.ZipFile(wheel) as z:
                 print(req)
 print("intel-openmp==2024.2.1")
 PY
-    "$venv/bin/pip" install -r "$work/requirements.txt" &&
-    "$venv/bin/pip" install --no-deps -e "$root"
+    "$venv/bin/pip" install -r "$work/requirements.txt" "cel-python>=0.5,<0.6"
   } >"$log" 2>&1 || { tail -40 "$log" >&2; exit 1; }
   rm -rf "$log" "$work"
   touch "$venv/.complete"
 fi
+# This checkout's twlegal (the contracts and the server launcher), editable, every time.
+log=$(mktemp)
+"$venv/bin/pip" install --no-deps -e "$root" >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
+rm -f "$log"
 echo "$venv"

@@ -66,8 +66,11 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def volume(tmp_path: Path, tiny_model: Path) -> Path:
+    return make_volume(tmp_path / "volume", tiny_model)
+
+
+def make_volume(root: Path, tiny_model: Path) -> Path:
     """The storage volume of examples/release-tiny-cpu.yaml: base model, datasets, benchmark."""
-    root = tmp_path / "volume"
     shutil.copytree(tiny_model, root / "base" / "tiny-llama")
     (root / "datasets").mkdir(parents=True)
     (root / "benchmarks").mkdir()

@@ -22,6 +22,7 @@ class ServingLaunch(ApiModel):
     tensor_parallel_size: int = Field(1, ge=1)
     port: int = Field(PORT, ge=1, le=65535)
     verify_manifest: bool = Field(True, description="Check the weights against the checksum manifest first.")
+    drain_seconds: int = Field(0, ge=0, description="On SIGTERM, let in-flight requests finish for up to this.")
     extra_args: list[str] = Field(default_factory=list)
 
     def to_argv(self) -> list[str]:
@@ -35,6 +36,8 @@ class ServingLaunch(ApiModel):
         ]
         if not self.verify_manifest:
             argv.append("--no-verify-manifest")
+        if self.drain_seconds:
+            argv += ["--drain-seconds", str(self.drain_seconds)]
         if self.extra_args:
             argv += ["--", *self.extra_args]
         return argv
@@ -53,9 +56,11 @@ class ServingLaunch(ApiModel):
         parser.add_argument("--tensor-parallel-size", type=int, default=1)
         parser.add_argument("--port", type=int, default=PORT)
         parser.add_argument("--no-verify-manifest", action="store_true")
+        parser.add_argument("--drain-seconds", type=int, default=0)
         ns = parser.parse_args(argv)
         return cls(
             model=ns.model, revision=ns.revision, served_model_names=ns.names,
             max_model_len=ns.max_model_len, tensor_parallel_size=ns.tensor_parallel_size,
-            port=ns.port, verify_manifest=not ns.no_verify_manifest, extra_args=extra,
+            port=ns.port, verify_manifest=not ns.no_verify_manifest, drain_seconds=ns.drain_seconds,
+            extra_args=extra,
         )

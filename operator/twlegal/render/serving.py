@@ -10,6 +10,7 @@ from . import names, pod
 from .settings import OperatorSettings
 
 CONTAINER = "vllm"
+PRE_STOP_SECONDS = 10
 REVISION_ANNOTATION = f"{names.ANNOTATION_PREFIX}/revision"
 HEALTH_PATH = "/health"
 
@@ -24,6 +25,8 @@ def launch(release: LegalModelRelease, settings: OperatorSettings) -> ServingLau
         max_model_len=serving.max_model_len,
         tensor_parallel_size=max(serving.gpus, 1),
         port=PORT,
+        # SIGTERM comes after the preStop sleep; in-flight requests get the rest of the grace period.
+        drain_seconds=max(settings.serving_grace_seconds - PRE_STOP_SECONDS - 5, 1),
         extra_args=list(serving.extra_args or []),
     )
 
@@ -65,7 +68,7 @@ def _container(release: LegalModelRelease, settings: OperatorSettings) -> dict[s
         "readinessProbe": _probe(5, 3, 5),
         "livenessProbe": _probe(30, 5, 10),
         # Give endpoints time to drop the pod before vLLM stops taking requests.
-        "lifecycle": {"preStop": {"sleep": {"seconds": 10}}},
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "volumeMounts": [
             {"name": pod.STORAGE_VOLUME, "mountPath": settings.storage_mount_path, "readOnly": True},
             {"name": pod.SHM_VOLUME, "mountPath": "/dev/shm"},

@@ -1,0 +1,1 @@
+"""The twlegal server launcher: ServingLaunch args -> a checked revision -> vLLM's OpenAI server."""
