@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.component.conftest import FIXTURES, build_tiny_model  # noqa: E402
+from tests.support.tiny_model import FIXTURES, build_tiny_model  # noqa: E402
 from twlegal.contracts.serving import ServingLaunch  # noqa: E402
 from twlegal.devcluster.controlplane import free_port  # noqa: E402
 
