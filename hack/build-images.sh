@@ -2,7 +2,7 @@
 # Builds the CPU variants of the project's images where no image registry can be reached:
 # a Debian bookworm base made with debootstrap, imported into Docker, then the Dockerfiles.
 #
-#   hack/build-images.sh [trainer]
+#   hack/build-images.sh [trainer] [server] [operator]
 #
 # Needs a running Docker engine (on Debian: apt-get install docker.io debootstrap; dockerd &).
 # Behind a TLS-intercepting proxy the host's CA bundle is handed to pip as a build secret (never
@@ -21,7 +21,9 @@ if ! "$docker" image inspect "$base" >/dev/null 2>&1; then
   rm -rf "$rootfs"
 fi
 for image in "${@:-trainer}"; do
-  DOCKER_BUILDKIT=1 "$docker" build --secret "id=ca,src=$ca" -f "$root/${image}_image/Dockerfile" \
+  dockerfile=$root/${image}_image/Dockerfile
+  [ "$image" = operator ] && dockerfile=$root/operator/Dockerfile
+  DOCKER_BUILDKIT=1 "$docker" build --secret "id=ca,src=$ca" -f "$dockerfile" \
     --build-arg "BASE_IMAGE=$base" --build-arg VARIANT=cpu -t "twlegal/$image:cpu-$version" "$root" >&2
   echo "twlegal/$image:cpu-$version"
 done

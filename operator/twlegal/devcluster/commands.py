@@ -11,10 +11,11 @@ from pathlib import Path
 from .. import yamlio
 from ..api.crd import custom_resource_definition
 from . import binaries
-from .controlplane import ControlPlane
 
 
-def _plane(name: str) -> ControlPlane:
+def _plane(name: str):
+    from .controlplane import ControlPlane  # needs the `dev` extra (cryptography): only for these commands
+
     return ControlPlane(binaries.cache_dir() / "clusters" / name)
 
 
