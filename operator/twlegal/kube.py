@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from .api.release import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from .api.release import API_VERSION, KIND, PLURAL
 
 FIELD_MANAGER = "twlegal-operator"
 REPORTING_CONTROLLER = "twlegal.io/operator"
@@ -126,4 +126,4 @@ class Kube:
         self._call("POST", f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", body=event)
 
 
-__all__ = ["FIELD_MANAGER", "GROUP", "Kube", "VERSION", "load_client"]
+__all__ = ["FIELD_MANAGER", "Kube", "load_client"]

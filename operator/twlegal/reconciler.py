@@ -83,7 +83,7 @@ class Reconciler:
             self.kube.create(child)
         for child in decision.apply:
             self.kube.apply(child)
-        old = release.status.to_wire() if release.status else {}
+        old = decision.previous
         if decision.status != old:
             self.kube.apply_status(namespace, name, decision.status)
         for event in decision.events:

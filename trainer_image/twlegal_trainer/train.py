@@ -102,7 +102,7 @@ def run(config: TrainingConfig) -> int:
             "resume with the same GPU count, or convert it to a universal checkpoint first"))
         if rank == 0:
             artifacts.report(result, None)
-        return int(ExitCode.INVALID_CONFIG)
+        return int(ExitCode.FAILED)  # as the launcher reports a Failed outcome across torchrun
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[hp.precision]
     model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=dtype)

@@ -79,6 +79,7 @@ class Event:
 @dataclass
 class Decision:
     status: dict[str, Any]
+    previous: dict[str, Any] = field(default_factory=dict)  # the status decided from
     create: list[dict[str, Any]] = field(default_factory=list)  # create if absent (Jobs are immutable)
     apply: list[dict[str, Any]] = field(default_factory=list)  # server-side apply
     events: list[Event] = field(default_factory=list)
@@ -95,7 +96,7 @@ class _Plan:
         self.status = {k: v for k, v in self.old.items()}
         self.status["observedGeneration"] = release.metadata.generation
         self.status.setdefault("conditions", [])
-        self.decision = Decision(self.status)
+        self.decision = Decision(self.status, previous=self.old)
 
     def condition(self, type_: str, status: str, reason: str, message: str = "") -> None:
         self.status["conditions"] = cond.set_condition(
