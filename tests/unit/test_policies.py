@@ -205,3 +205,51 @@ def test_a_deadline_left_by_someone_elses_rollout_does_not_roll_back_the_restore
     decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": view}), SETTINGS, NOW)
     assert decision.status["phase"] == "RollingOut", "it waits for its own template to come back"
     assert decision.events[0].reason == "RolloutStarted"
+
+
+def test_a_hub_dataset_without_a_revision_is_flagged_once_as_a_condition_and_an_event():
+    rel = release(hub={"offline": False},
+                  datasets=[{"name": "lianghsun/tw-legal-nlp"}, {"name": "lianghsun/tw-judgment-qa", "revision": "v1"}])
+    first = decide(rel, Observed(), SETTINGS, NOW)
+    pinned = next(c for c in first.status["conditions"] if c["type"] == "InputsPinned")
+    assert (pinned["status"], pinned["reason"]) == ("False", "UnpinnedDataset")
+    assert "1 of 2 datasets have no revision (lianghsun/tw-legal-nlp)" in pinned["message"]
+    assert [(e.type, e.reason) for e in first.events] == [("Warning", "UnpinnedDataset"), ("Normal", "TrainingJobCreated")]
+    assert first.status["conditions"][0]["type"] == "Trained", "the stage conditions come first"
+    later = decide(again(rel, first), Observed(training_job=job(ready=1)), SETTINGS, NOW)
+    assert "UnpinnedDataset" not in [e.reason for e in later.events]
+
+
+def test_pinned_inputs_say_so():
+    decision = decide(release(), Observed(), SETTINGS, NOW)
+    pinned = next(c for c in decision.status["conditions"] if c["type"] == "InputsPinned")
+    assert (pinned["status"], pinned["reason"]) == ("True", "Pinned")
+
+
+def test_the_trainers_resolved_inputs_and_run_figures_land_in_status():
+    result = TrainingResult(
+        outcome="Succeeded", final_loss=0.4, global_step=40, total_steps=40, epochs=2.0, samples=160, world_size=2,
+        inputs={"baseModel": {"name": "org/base", "revision": "v1", "commit": "a" * 40},
+                "datasets": [{"path": "/mnt/twlegal/datasets/a.jsonl", "checksum": "sha256:" + "b" * 64}]})
+    obs = Observed(training_job=job(("Complete", "x")), training_pods=(pod("trainer", result.termination_message()),))
+    status = decide(release(), obs, SETTINGS, NOW).status
+    assert status["inputs"]["baseModel"]["commit"] == "a" * 40
+    assert status["inputs"]["datasets"][0]["checksum"].startswith("sha256:")
+    assert {k: status["training"][k] for k in ("samples", "worldSize", "epochs")} == {
+        "samples": 160, "worldSize": 2, "epochs": 2.0}
+
+
+def test_a_superseded_release_records_when_it_stopped_serving():
+    old = release("tiny-v1", "v0.1.0", status={"phase": "Serving", "serving": {"servingSince": "2026-11-24T10:00:00Z"}})
+    peers = (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "Serving", True))
+    decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v2"), peers)}),
+                      SETTINGS, NOW)
+    assert decision.status["serving"] == {**decision.status["serving"], "supersededBy": "tiny-v2", "servedUntil": NOW}
+
+
+def test_the_result_keeps_within_the_termination_message_limit_by_dropping_dataset_provenance_last():
+    datasets = [{"name": f"org/dataset-{i:03d}", "revision": "main", "commit": f"{i:040x}"} for i in range(64)]
+    result = TrainingResult(outcome="Succeeded", warnings=["w" * 100] * 5, inputs={"datasets": datasets})
+    text = result.termination_message()
+    assert len(text.encode()) <= 4096
+    assert "datasets" not in TrainingResult.model_validate_json(text).inputs.to_wire()

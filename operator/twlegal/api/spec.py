@@ -296,6 +296,24 @@ class Hub(ApiModel):
     offline: bool = Field(False, description="Never reach the hub: every input must be a path.")
 
 
+class Card(ApiModel):
+    """What the model card states that no run can measure. Every figure in the card comes from
+    status; only these words are written by hand."""
+
+    license: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)] | None = Field(
+        None, description="License id as the Hugging Face hub names it, e.g. llama3.2 or apache-2.0."
+    )
+    language: list[Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)*$", max_length=16)]] | None = Field(
+        None, description="Languages (ISO 639), e.g. [zh].", max_length=16
+    )
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        None, description="Hub tags, e.g. [legal, Taiwan].", max_length=32
+    )
+    summary: Annotated[str, StringConstraints(max_length=300)] | None = Field(
+        None, description="What this release changes, in one line: the update history's key change."
+    )
+
+
 class LegalModelReleaseSpec(ApiModel):
     """One versioned release of a fine-tuned Taiwan-legal model."""
 
@@ -330,3 +348,4 @@ class LegalModelReleaseSpec(ApiModel):
     )
     storage: Storage = Field(description="Where checkpoints and weights live.")
     hub: Hub = Field(default_factory=Hub, description="Model hub access.", json_schema_extra={"default": {}})
+    card: Card | None = Field(None, description="Model card text that is not a measurement (license, tags, summary).")

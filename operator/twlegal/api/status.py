@@ -14,13 +14,13 @@ Phase = Literal[
     "Completed",  # trained and passed, with spec.serving.enabled false
 ]
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
-ConditionType = Literal["Trained", "Evaluated", "Deployed", "Ready"]
+ConditionType = Literal["Trained", "Evaluated", "Deployed", "Ready", "InputsPinned"]
 
 
 class Condition(StatusModel):
     """A metav1.Condition."""
 
-    type: str = Field(description="Trained, Evaluated, Deployed or Ready.", max_length=316)
+    type: str = Field(description="Trained, Evaluated, Deployed, Ready or InputsPinned.", max_length=316)
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason for the last transition.", max_length=1024)
     message: str = Field("", description="Human-readable details.", max_length=32768)
@@ -35,6 +35,9 @@ class TrainingStatus(StatusModel):
     start_time: str | None = Field(None, description="When the Job started.")
     completion_time: str | None = Field(None, description="When the Job finished.")
     attempts: int | None = Field(None, description="Pods the Job ran (retries after preemption included).")
+    world_size: int | None = Field(None, description="Training processes (one per GPU) of the run.")
+    samples: int | None = Field(None, description="Training sequences per epoch (after packing).")
+    epochs: float | None = Field(None, description="Epochs the run completed.")
     final_loss: float | None = Field(None, description="Training loss at the end of the run.")
     global_step: int | None = Field(None, description="Optimizer steps taken.")
     total_steps: int | None = Field(None, description="Optimizer steps planned.")
@@ -68,6 +71,24 @@ class ServingStatus(StatusModel):
     previous_revision: str | None = Field(None, description="Revision that served before this release.")
     serving_since: str | None = Field(None, description="When this release started serving.")
     superseded_by: str | None = Field(None, description="Release that replaced this one.")
+    served_until: str | None = Field(None, description="When a newer release took over the target.")
+
+
+class ResolvedInput(StatusModel):
+    """One input as the trainer actually loaded it: what was asked for, and what it resolved to."""
+
+    name: str | None = Field(None, description="Hub repository id, as given in spec.")
+    path: str | None = Field(None, description="Path the trainer loaded it from (inside its pod).")
+    revision: str | None = Field(None, description="Revision asked for in spec (none: unpinned).")
+    commit: str | None = Field(None, description="Hub commit id the revision resolved to when loaded.")
+    checksum: str | None = Field(None, description="sha256 over the files loaded from a path.")
+
+
+class InputsStatus(StatusModel):
+    """The base model and datasets the run loaded, resolved by the trainer (model card provenance)."""
+
+    base_model: ResolvedInput | None = Field(None, description="The base model.")
+    datasets: list[ResolvedInput] | None = Field(None, description="The datasets, in spec order.")
 
 
 class ArtifactStatus(StatusModel):
@@ -91,3 +112,4 @@ class LegalModelReleaseStatus(StatusModel):
     evaluation: EvaluationStatus | None = Field(None, description="Evaluation result.")
     serving: ServingStatus | None = Field(None, description="Serving state.")
     artifact: ArtifactStatus | None = Field(None, description="Final weights.")
+    inputs: InputsStatus | None = Field(None, description="Resolved base model and dataset revisions.")

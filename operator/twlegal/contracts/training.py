@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from enum import IntEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from ..api.common import ApiModel
-from ..api.spec import DatasetFormat, DeepSpeed, Hyperparameters, LossGuard
+from ..api.spec import DatasetFormat, DeepSpeed, Hyperparameters, LegalModelReleaseSpec, LossGuard
+from ..api.status import InputsStatus
 
 CONFIG_FILE = "training.json"
 RESULT_FILE = "twlegal-result.json"
 MANIFEST_FILE = "twlegal-manifest.json"
+CARD_FILE = "README.md"  # the model card, where the hub expects it
 TERMINATION_MESSAGE_LIMIT = 4096
 
 
@@ -74,6 +76,9 @@ class TrainingConfig(ApiModel):
     checkpoint_every_steps: int = Field(ge=1)
     output_dir: str = Field(description="Absolute directory for the final weights.")
     hub_offline: bool = False
+    # The release's spec, so the card the trainer writes beside the weights is rendered from the
+    # same spec as `twlegal card` (the trainer itself reads only the fields above).
+    spec: LegalModelReleaseSpec | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.to_wire(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -94,6 +99,9 @@ class TrainingResult(ApiModel):
     samples_per_second: float | None = None
     tokens_per_second: float | None = None
     total_flos: float | None = None
+    samples: int | None = Field(None, description="Training sequences per epoch (after packing).")
+    world_size: int | None = Field(None, description="Training processes (one per GPU).")
+    inputs: InputsStatus | None = Field(None, description="Base model and datasets as resolved when loaded.")
     resumed_from_step: int | None = None
     checkpoint: str | None = None
     artifact_path: str | None = None
@@ -104,10 +112,30 @@ class TrainingResult(ApiModel):
         """Compact JSON that fits the kubelet's 4 KiB termination-message limit."""
         data = self.to_wire()
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and (data.get("warnings") or data.get("message")):
+        # What goes first when it does not fit: warnings, then the message, then the dataset
+        # provenance (the file beside the weights keeps all of it; the card shows it as missing).
+        while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and (
+                data.get("warnings") or data.get("message") or (data.get("inputs") or {}).get("datasets")):
             if data.get("warnings"):
                 data["warnings"] = data["warnings"][:-1]
-            else:
+            elif data.get("message"):
                 data["message"] = data["message"][: len(data["message"]) // 2]
+            else:
+                data["inputs"].pop("datasets")
             text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         return text
+
+    def status_sections(self) -> dict[str, dict[str, Any]]:
+        """The result as the release's status records it (camelCase sections, unset ones absent)."""
+        training = {"finalLoss": self.final_loss, "globalStep": self.global_step, "totalSteps": self.total_steps,
+                    "epochs": self.epochs, "runtimeSeconds": self.runtime_seconds,
+                    "samplesPerSecond": self.samples_per_second, "tokensPerSecond": self.tokens_per_second,
+                    "totalFlos": self.total_flos, "samples": self.samples, "worldSize": self.world_size,
+                    "checkpoint": self.checkpoint, "warnings": self.warnings or None}
+        sections: dict[str, dict[str, Any]] = {"training": {k: v for k, v in training.items() if v is not None}}
+        artifact = {k: v for k, v in {"path": self.artifact_path, "checksum": self.checksum}.items() if v}
+        if artifact:
+            sections["artifact"] = artifact
+        if self.inputs is not None:
+            sections["inputs"] = self.inputs.to_wire()
+        return sections

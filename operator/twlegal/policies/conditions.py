@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 TRAINED, EVALUATED, DEPLOYED, READY = "Trained", "Evaluated", "Deployed", "Ready"
-ORDER = (TRAINED, EVALUATED, DEPLOYED, READY)
+INPUTS_PINNED = "InputsPinned"  # not a stage: whether the release says exactly what it trains on
+ORDER = (TRAINED, EVALUATED, DEPLOYED, READY, INPUTS_PINNED)
 
 
 def get(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from typing import Any
 from ..api.release import LegalModelRelease
 from ..contracts.evaluation import EvaluationResult
 from ..contracts.training import TrainingResult
+from ..docs import consistency
 from ..render import evaluation as render_evaluation
 from ..render import names, pod
 from ..render import serving as render_serving
@@ -23,7 +24,7 @@ from ..render import training as render_training
 from ..render.settings import OperatorSettings
 from . import children
 from . import conditions as cond
-from .conditions import DEPLOYED, EVALUATED, READY, TRAINED
+from .conditions import DEPLOYED, EVALUATED, INPUTS_PINNED, READY, TRAINED
 
 TERMINAL = frozenset({"Failed", "Rejected", "RolledBack"})
 WARNING_PHASES = frozenset({"Failed", "Rejected", "RolledBack"})
@@ -128,6 +129,7 @@ def settled_stages(release: LegalModelRelease) -> tuple[bool, bool]:
 
 def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSettings, now: str) -> Decision:
     plan = _Plan(release, now)
+    _inputs(plan)
     if plan.old.get("phase") in TERMINAL:
         return plan.decision  # a failed, rejected or rolled-back release stays so; nothing more to do
     done = _training(plan, observed, settings)
@@ -144,6 +146,21 @@ def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSet
         plan.decision.needs_serving = True
         return plan.decision
     return _serving(plan, observed.serving, settings)
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+def _inputs(plan: _Plan) -> None:
+    """InputsPinned: whether every input names exactly what it trains on. Unpinned data is allowed
+    (many hub datasets have no tags) but said loudly, once as an event and for good in status."""
+    findings = consistency.unpinned_datasets(plan.release.spec)
+    was_false = cond.is_false(plan.old.get("conditions") or [], INPUTS_PINNED)
+    if findings:
+        plan.condition(INPUTS_PINNED, "False", findings[0].reason, findings[0].message)
+        if not was_false:
+            plan.decision.events.append(Event("Warning", findings[0].reason, findings[0].message))
+    else:
+        plan.condition(INPUTS_PINNED, "True", "Pinned", "the base model and every hub dataset name a revision")
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -202,13 +219,8 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
 
 
 def _record_training_result(plan: _Plan, result: TrainingResult) -> None:
-    plan.section("training", finalLoss=result.final_loss, globalStep=result.global_step,
-                 totalSteps=result.total_steps, runtimeSeconds=result.runtime_seconds,
-                 samplesPerSecond=result.samples_per_second, tokensPerSecond=result.tokens_per_second,
-                 totalFlos=result.total_flos, checkpoint=result.checkpoint,
-                 warnings=result.warnings or None)
-    if result.artifact_path or result.checksum:
-        plan.section("artifact", path=result.artifact_path, checksum=result.checksum)
+    for key, values in result.status_sections().items():
+        plan.section(key, **values)
 
 
 def _trained_message(result: TrainingResult | None) -> str:
@@ -285,7 +297,9 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
     if newest.name != release.name:
         if plan.old.get("phase") == "Serving" and newest.phase != "Serving":
             return plan.decision  # its pods serve until the newer release's are ready
-        plan.section("serving", supersededBy=newest.name)
+        serving = plan.status.get("serving") or {}
+        plan.section("serving", supersededBy=newest.name,
+                     servedUntil=serving.get("servedUntil") or (plan.now if serving.get("servingSince") else None))
         plan.condition(DEPLOYED, "False", "Superseded", f"{newest.name} ({newest.version}) serves {target}")
         plan.condition(READY, "False", "Superseded", f"{newest.name} ({newest.version}) serves {target}")
         return plan.phase("Superseded", "Superseded", f"{newest.name} ({newest.version}) now serves {target}")
@@ -308,7 +322,8 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
         plan.decision.apply += _serving_objects(release, previous, settings)
         plan.section("serving", revision=release.spec.version,
                      servingSince=(plan.status.get("serving") or {}).get("servingSince") or plan.now)
-        plan.status["serving"].pop("supersededBy", None)
+        plan.status["serving"].pop("supersededBy", None)  # serving again, e.g. after a newer one rolled back
+        plan.status["serving"].pop("servedUntil", None)
         plan.condition(DEPLOYED, "True", "RolloutComplete", f"{target} serves {release.spec.version}")
         plan.condition(READY, "True", "Serving", f"{target} serves {release.spec.version}")
         return plan.phase("Serving", "Serving", f"{target} serves {release.spec.version}")

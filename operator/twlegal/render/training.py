@@ -57,6 +57,7 @@ def training_config(release: LegalModelRelease, settings: OperatorSettings) -> T
         checkpoint_every_steps=training.checkpoint_every_steps,
         output_dir=pod.volume_path(settings, names.artifact_subpath(release)),
         hub_offline=spec.hub.offline,
+        spec=spec,
     )
 
 
