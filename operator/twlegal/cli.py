@@ -1,4 +1,5 @@
-"""`twlegal`: validate releases, render what the operator would create, print the CRD."""
+"""`twlegal`: validate releases, render what the operator would create, print the CRD, and write a
+release's history and model card from what its runs reported."""
 
 from __future__ import annotations
 
@@ -105,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="watch only this namespace (repeatable); default: all namespaces")
     p.add_argument("--liveness-port", type=int, default=8081, help="port of /healthz (0: off)")
     p.set_defaults(func=cmd_operator)
+
+    from .docs.commands import add_parsers as add_docs_parsers
+
+    add_docs_parsers(sub)
 
     from .devcluster.commands import add_parser as add_dev_parser
 

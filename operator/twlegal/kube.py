@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
@@ -34,6 +35,18 @@ def load_client() -> client.ApiClient:
     except config.ConfigException:
         config.load_incluster_config()
     return client.ApiClient()
+
+
+def current_namespace() -> str:
+    """The kubeconfig context's namespace (as kubectl uses it), the pod's own in a cluster, or default."""
+    try:
+        _, context = config.list_kube_config_contexts()
+        return (context or {}).get("context", {}).get("namespace") or "default"
+    except config.ConfigException:
+        try:
+            return Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
+        except OSError:
+            return "default"
 
 
 class Kube:
@@ -126,4 +139,4 @@ class Kube:
         self._call("POST", f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", body=event)
 
 
-__all__ = ["FIELD_MANAGER", "Kube", "load_client"]
+__all__ = ["FIELD_MANAGER", "Kube", "current_namespace", "load_client"]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 PURE = ["twlegal.api", "twlegal.api.validation", "twlegal.contracts", "twlegal.render", "twlegal.policies",
-        "twlegal.cli"]
+        "twlegal.docs.consistency", "twlegal.docs.history", "twlegal.docs.card", "twlegal.docs.commands", "twlegal.cli"]
 
 
 def test_pure_modules_import_without_kubernetes_or_kopf():
