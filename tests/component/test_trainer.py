@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
 from tests.cases import load_example
 from twlegal.api.release import LegalModelRelease
 from twlegal.contracts import TrainingResult
-from twlegal.contracts.training import MANIFEST_FILE, ExitCode, TrainingConfig
+from twlegal.contracts.training import CARD_FILE, MANIFEST_FILE, ExitCode, TrainingConfig
 from twlegal.render import OperatorSettings
 from twlegal.render.training import training_config
+from twlegal_trainer import provenance
 from twlegal_trainer.artifacts import sha256
 from twlegal_trainer.chat import IGNORE, LLAMA3_TEMPLATE, encode_llama3, pack
 
@@ -74,6 +76,24 @@ def test_single_process_run_halves_the_loss_and_publishes_checksummed_weights(vo
     assert len((tmp_path / "termination-log").read_bytes()) <= 4096
     assert TrainingResult.model_validate_json((out / "twlegal-result.json").read_text()) == result
     assert result.tokens_per_second > 0 and result.total_flos > 0
+    assert result.samples > 0 and result.world_size == 1
+
+    # What was loaded, by content: the base model directory and each dataset file.
+    volume_base = volume / "base" / "tiny-llama"
+    assert result.inputs.base_model.path == str(volume_base)
+    assert result.inputs.base_model.checksum == provenance.tree_checksum(volume_base)
+    assert [d.checksum for d in result.inputs.datasets] == [
+        "sha256:" + sha256(volume / "datasets" / name) for name in ("tw-legal-chat.jsonl", "tw-legal-alpaca.jsonl")]
+
+    # The card beside the weights: outside the checksummed manifest, rendered from this run.
+    assert CARD_FILE not in manifest["files"]
+    card = ModelCard((out / CARD_FILE).read_text())
+    assert card.data.model_name == "twlegal/tiny-legal" and card.data.eval_results is None
+    assert f"| Train loss (final) | {result.final_loss:.4f} |" in card.text
+    assert result.checksum in card.text and result.inputs.base_model.checksum in card.text
+    if os.environ.get("TWLEGAL_CAPTURE_TRAINER_RUN"):  # the unit tier's card golden test reads it
+        run = {"spec": config.spec.to_wire(), "result": json.loads((out / "twlegal-result.json").read_text())}
+        Path(os.environ["TWLEGAL_CAPTURE_TRAINER_RUN"]).write_text(json.dumps(run, indent=2, ensure_ascii=False) + "\n")
 
 
 def test_prompt_tokens_are_masked_and_packing_never_crosses_the_cutoff(tiny_model):

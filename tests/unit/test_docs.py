@@ -1,6 +1,8 @@
 """`twlegal history` and `twlegal card` on releases captured from the real control plane
 (tests/fixtures/releases/captured/, written by tests/integration/test_history.py), on the seed
-card's five versions (tests/fixtures/releases/seed/).
+card's five versions (tests/fixtures/releases/seed/) and on the real trainer's result
+(tests/fixtures/releases/trainer-run.json: the spec and result of a run of
+tests/component/test_trainer.py with TWLEGAL_CAPTURE_TRAINER_RUN set).
 
 Golden outputs live in tests/golden/; TWLEGAL_UPDATE_GOLDEN=1 rewrites them (review the diff).
 """
@@ -20,6 +22,7 @@ from tests.cases import REFERENCE_RELEASE, TINY_RELEASE, load_example
 from twlegal.api.release import LegalModelRelease
 from twlegal.api.spec import Hyperparameters
 from twlegal.cli import main
+from twlegal.contracts import TrainingResult
 from twlegal.docs import card, consistency, history
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,6 +163,20 @@ def test_an_unpinned_dataset_is_flagged_in_the_card():
     text = card.render(LegalModelRelease.from_object(doc))
     assert "**UnpinnedDataset:** 1 of 3 datasets have no revision (lianghsun/tw-legal-nlp)" in text
     assert "| [lianghsun/tw-legal-nlp](https://huggingface.co/datasets/lianghsun/tw-legal-nlp) | **unpinned** |" in text
+
+
+def test_card_of_the_real_trainers_result(capsys):
+    """The card `twlegal card` writes for the tiny release once its status holds what the real
+    trainer reported (the trainer writes the same card beside the weights)."""
+    run = json.loads((FIXTURES / "trainer-run.json").read_text())
+    result = TrainingResult.model_validate(run["result"])
+    doc = {**load_example(TINY_RELEASE), "spec": run["spec"]}
+    doc["status"] = {"phase": "Evaluating", **result.status_sections()}
+    text = card.render(LegalModelRelease.from_object(doc))
+    golden("card-trainer-result.md", text)
+    assert f"| Train loss (final) | {result.final_loss:.4f} |" in text
+    assert result.inputs.base_model.checksum in text
+    assert all(d.checksum in text for d in result.inputs.datasets)
 
 
 def test_card_write_option(tmp_path, capsys):

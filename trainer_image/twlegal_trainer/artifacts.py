@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -9,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-from twlegal.contracts.training import MANIFEST_FILE, RESULT_FILE, TrainingResult
+from twlegal.contracts.training import CARD_FILE, MANIFEST_FILE, RESULT_FILE, TrainingConfig, TrainingResult
 
 COMPLETE_MARK = "twlegal-complete.json"  # written after a checkpoint is fully saved
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -43,7 +44,7 @@ def sha256(path: Path) -> str:
 def write_manifest(directory: Path, model: str, version: str) -> str:
     """A manifest of every file's sha256; returns the sha256 of the manifest itself."""
     files = {str(p.relative_to(directory)): sha256(p) for p in sorted(directory.rglob("*"))
-             if p.is_file() and p.name not in (MANIFEST_FILE, RESULT_FILE)}
+             if p.is_file() and p.name not in (MANIFEST_FILE, RESULT_FILE, CARD_FILE)}
     manifest = json.dumps({"model": model, "version": version, "files": files}, indent=2, sort_keys=True)
     (directory / MANIFEST_FILE).write_text(manifest + "\n")
     return "sha256:" + hashlib.sha256((manifest + "\n").encode()).hexdigest()
@@ -67,3 +68,27 @@ def report(result: TrainingResult, beside: Path | None) -> None:
     except OSError:  # not in a pod
         pass
     print("twlegal-result " + result.termination_message(), flush=True)
+
+
+def write_card(config: TrainingConfig, result: TrainingResult, beside: Path) -> None:
+    """The model card beside the weights (README.md, where the hub shows it), rendered by the same
+    code as `twlegal card` from the release's spec and this run's result. It is written before any
+    evaluation, so it says the score is not reported; `twlegal card` later renders it complete."""
+    if config.spec is None:
+        return
+    from twlegal.api.release import LegalModelRelease
+    from twlegal.docs import card
+
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sections = result.status_sections()
+    sections["training"]["completionTime"] = now
+    ready = {"type": "Ready", "status": "False", "reason": "Trained", "lastTransitionTime": now,
+             "message": "trained; not yet evaluated when the trainer wrote this card"}
+    try:
+        release = LegalModelRelease.model_validate({
+            "metadata": {"name": config.release.name, "namespace": config.release.namespace},
+            "spec": config.spec.to_wire(), "status": {**sections, "conditions": [ready]},
+        })
+        (beside / CARD_FILE).write_text(card.render(release), encoding="utf-8")
+    except Exception as exc:  # noqa: BLE001 - published weights must not fail over their card
+        print(f"twlegal-train: model card not written: {exc!r}", flush=True)

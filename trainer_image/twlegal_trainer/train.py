@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
+from twlegal.docs import consistency
 
-from . import artifacts
+from . import artifacts, provenance
 from .chat import IGNORE, LLAMA3_TEMPLATE, encode_llama3, encode_with_tokenizer_template, pack
 from .data import load_conversations
 
@@ -90,10 +91,10 @@ def run(config: TrainingConfig) -> int:
 
     hp = config.hyperparameters
     total = planned_steps(len(dataset), config, world_size)
-    warnings = []
-    if hp.warmup_steps >= total:
-        warnings.append(f"warmupSteps {hp.warmup_steps} is not below the {total} optimizer steps of this run: "
-                        "the learning rate never reaches its peak")
+    # The same checks the card makes, so the trainer's warnings and the card never disagree.
+    warnings = [f.message for f in consistency.check_run(hp, total_steps=total, samples=len(dataset),
+                                                          world_size=world_size)]
+    inputs = provenance.resolve(config) if rank == 0 else None
     checkpoint_dir = Path(config.checkpoint_dir)
     resume, resume_world = artifacts.newest_complete_checkpoint(checkpoint_dir)
     if resume is not None and resume_world != world_size and _uses_deepspeed(config, world_size):
@@ -146,7 +147,8 @@ def run(config: TrainingConfig) -> int:
         epochs=state.epoch, runtime_seconds=round(output.metrics.get("train_runtime", runtime), 3),
         samples_per_second=output.metrics.get("train_samples_per_second"),
         tokens_per_second=round(state.num_input_tokens_seen / max(output.metrics.get("train_runtime", runtime), 1e-9), 2),
-        total_flos=float(state.total_flos), warnings=warnings,
+        total_flos=float(state.total_flos), warnings=warnings, samples=len(dataset), world_size=world_size,
+        inputs=inputs,
         resumed_from_step=int(resume.name.split("-")[1]) if resume else None,
     )
     if guard.reason:
@@ -172,4 +174,5 @@ def run(config: TrainingConfig) -> int:
     result = TrainingResult(outcome="Succeeded", artifact_path=str(final), checksum=checksum,
                             checkpoint=str(newest) if newest else None, **common)
     artifacts.report(result, final)
+    artifacts.write_card(config, result, final)
     return int(ExitCode.SUCCEEDED)
