@@ -109,6 +109,7 @@ def test_card_golden(capsys, folder, phase):
     where = FIXTURES / folder
     text = cli(capsys, "card", phase_of(where, phase), "--from", str(where))
     golden(f"card-{folder}-{phase.lower()}.md", text)
+    assert ("vllm serve" in text) == (phase in ("Serving", "Superseded")), "never how to serve a rejected model"
 
 
 @pytest.mark.parametrize("folder,phase", CARDS, ids=[f"{f}-{p}" for f, p in CARDS])

@@ -17,6 +17,7 @@ from ..render import serving as render_serving
 from . import consistency, history
 
 NOT_REPORTED = "*not reported*"
+NOT_SERVABLE = ("Failed", "Rejected", "RolledBack")
 HUB = "https://huggingface.co"
 
 
@@ -175,6 +176,11 @@ def _serve(release: LegalModelRelease, status: dict[str, Any]) -> list[str]:
     spec = release.spec
     artifact = status.get("artifact") or {}
     name = spec.serving.served_model_name or spec.model
+    if status.get("phase") in NOT_SERVABLE:
+        # The gate's verdict outranks instructions: a card must not tell anyone to serve this.
+        return [f"Do not serve this revision: the release is {status['phase']} and twlegal never served it "
+                f"(or took it back). The target `{names.serving_target(release)}` serves the newest passing "
+                "release; see the update history above."]
     return [
         "The revision to serve is this release's version; it names the weights that were evaluated above. "
         "Pin it, and check the weights against their manifest checksum:",
