@@ -2,7 +2,7 @@
 # Builds the upstream binaries the local control plane needs, from the Go module proxy only,
 # into a cache outside the repository keyed by version, so later runs start in seconds.
 #
-#   build-binaries.sh [all|kubernetes|etcd|helm]
+#   build-binaries.sh [all|node|kubernetes|etcd|helm|containerd|cni|pause]
 #
 # Prints nothing but progress on stderr; the binaries land in $TWLEGAL_CACHE/bin/<name>-<version>/.
 set -euo pipefail
@@ -10,12 +10,17 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
+PAUSE_VERSION=${PAUSE_VERSION:-0.1.0}
 CACHE=${TWLEGAL_CACHE:-$HOME/.cache/twlegal}
 export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
 export GOCACHE=${GOCACHE:-$CACHE/go/build}
 export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
 
 log() { echo "[build-binaries] $*" >&2; }
 
@@ -97,9 +102,55 @@ build_helm() {
   go build -trimpath -ldflags "$ld" -o "$out/helm" helm.sh/helm/v3/cmd/helm
 }
 
+# The node (e2e tier): containerd 2.x (Kubernetes 1.36 supports only 2.2+; Debian ships 1.6) and
+# the CNI plugins a bridge network needs. Both are plain Go modules without replace lines.
+build_containerd() {
+  local out=$CACHE/bin/containerd-$CONTAINERD_VERSION
+  [ -x "$out/containerd" ] && [ -x "$out/containerd-shim-runc-v2" ] && [ -x "$out/ctr" ] \
+    && { log "containerd $CONTAINERD_VERSION cached in $out"; return; }
+  local work=$CACHE/src/containerd-$CONTAINERD_VERSION
+  mkdir -p "$work" "$out"; cd "$work"
+  [ -f go.mod ] || go mod init twlegal.local/containerd >/dev/null 2>&1
+  go get "github.com/containerd/containerd/v2@$CONTAINERD_VERSION"
+  local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  local b
+  for b in containerd containerd-shim-runc-v2 ctr; do
+    log "building $b $CONTAINERD_VERSION"
+    go build -trimpath -ldflags "$ld" -o "$out/$b" "github.com/containerd/containerd/v2/cmd/$b"
+  done
+}
+
+build_cni() {
+  local out=$CACHE/bin/cni-plugins-$CNI_PLUGINS_VERSION
+  local plugins="bridge host-local loopback portmap"
+  local missing=0 p
+  for p in $plugins; do [ -x "$out/$p" ] || missing=1; done
+  [ $missing = 0 ] && { log "CNI plugins $CNI_PLUGINS_VERSION cached in $out"; return; }
+  local work=$CACHE/src/cni-plugins-$CNI_PLUGINS_VERSION
+  mkdir -p "$work" "$out"; cd "$work"
+  [ -f go.mod ] || go mod init twlegal.local/cni-plugins >/dev/null 2>&1
+  go get "github.com/containernetworking/plugins@$CNI_PLUGINS_VERSION"
+  local dir
+  for p in $plugins; do
+    case $p in bridge|loopback) dir=main ;; host-local) dir=ipam ;; portmap) dir=meta ;; esac
+    log "building CNI plugin $p $CNI_PLUGINS_VERSION"
+    go build -trimpath -ldflags "-s -w" -o "$out/$p" "github.com/containernetworking/plugins/plugins/$dir/$p"
+  done
+}
+
+# The sandbox image's one binary, from this package's pause/ (see pause/main.go).
+build_pause() {
+  local out=$CACHE/bin/pause-$PAUSE_VERSION
+  [ -x "$out/pause" ] && { log "pause $PAUSE_VERSION cached in $out"; return; }
+  mkdir -p "$out"
+  log "building pause $PAUSE_VERSION"
+  (cd "$SCRIPT_DIR/pause" && go build -trimpath -ldflags "-s -w" -o "$out/pause" .)
+}
+
 what=${1:-all}
 case $what in
   all) build_etcd; build_helm; build_kubernetes ;;
-  kubernetes|etcd|helm) "build_$what" ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|helm]" >&2; exit 2 ;;
+  node) build_containerd; build_cni; build_pause ;;
+  kubernetes|etcd|helm|containerd|cni|pause) "build_$what" ;;
+  *) echo "usage: $0 [all|node|kubernetes|etcd|helm|containerd|cni|pause]" >&2; exit 2 ;;
 esac

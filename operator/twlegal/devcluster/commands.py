@@ -13,10 +13,21 @@ from ..api.crd import custom_resource_definition
 from . import binaries
 
 
-def _plane(name: str):
+def _plane(name: str, *, node_ip: str | None = None):
     from .controlplane import ControlPlane  # needs the `dev` extra (cryptography): only for these commands
 
-    return ControlPlane(binaries.cache_dir() / "clusters" / name)
+    state = binaries.cache_dir() / "clusters" / name
+    if node_ip is None and (state / "node" / "pids.json").exists():
+        from .node import node_ip as host_ip
+
+        node_ip = host_ip()
+    return ControlPlane(state, node_ip=node_ip)
+
+
+def _node(plane):
+    from .node import Node
+
+    return Node(plane.state_dir / "node", plane)
 
 
 def kubectl_path() -> str:
@@ -25,17 +36,34 @@ def kubectl_path() -> str:
 
 
 def up(args: argparse.Namespace) -> int:
-    plane = _plane(args.name)
-    running = plane.running()
-    if running and all(running.values()):
+    if args.node:
+        from .node import missing_host_tools, node_ip
+
+        missing = missing_host_tools()
+        if missing:
+            print(f"--node needs {', '.join(missing)} (Debian: apt-get install runc iptables iproute2)",
+                  file=sys.stderr)
+            return 2
+        plane = _plane(args.name, node_ip=node_ip())
+    else:
+        plane = _plane(args.name)
+    running = {**plane.running(), **(_node(plane).running() if args.node else {})}
+    if running and all(running.values()) and (not args.node or "kubelet" in running):
         print(plane.kubeconfig)
         print(f"cluster {args.name} is already running", file=sys.stderr)
         return 0
     if running:
-        plane.stop()
+        _stop(plane)
     print(f"starting cluster {args.name} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
-          f"{binaries.K8S_VERSION}) ...", file=sys.stderr)
+          f"{binaries.K8S_VERSION}{', and a node: containerd, kubelet, kube-proxy' if args.node else ''}) ...",
+          file=sys.stderr)
     plane.start(detach=True)
+    if args.node:
+        try:
+            _node(plane).start(detach=True)
+        except Exception:
+            _stop(plane)
+            raise
     if not args.no_crd:
         subprocess.run([kubectl_path(), "--kubeconfig", str(plane.kubeconfig), "apply", "--server-side",
                         "--field-manager=twlegal-dev", "-f", "-"],
@@ -46,12 +74,19 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop(plane) -> None:
+    node = _node(plane)
+    if node.running():
+        node.stop()
+    plane.stop()
+
+
 def down(args: argparse.Namespace) -> int:
     plane = _plane(args.name)
     if not plane.running():
         print(f"cluster {args.name} is not running", file=sys.stderr)
         return 0
-    plane.stop()
+    _stop(plane)
     if args.delete:
         shutil.rmtree(plane.state_dir, ignore_errors=True)
     print(f"cluster {args.name} stopped", file=sys.stderr)
@@ -60,7 +95,7 @@ def down(args: argparse.Namespace) -> int:
 
 def status(args: argparse.Namespace) -> int:
     plane = _plane(args.name)
-    running = plane.running()
+    running = {**plane.running(), **_node(plane).running()}
     if not running:
         print(f"cluster {args.name}: not running")
         return 1
@@ -82,6 +117,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--name", default="twlegal", help="cluster name (state in ~/.cache/twlegal/clusters/NAME)")
         if name == "up":
             p.add_argument("--no-crd", action="store_true", help="do not install the LegalModelRelease CRD")
+            p.add_argument("--node", action="store_true",
+                           help="also run a real node (containerd, kubelet, kube-proxy; needs root, runc, iptables)")
         if name == "down":
             p.add_argument("--delete", action="store_true", help="also delete its state (etcd data, PKI)")
         p.set_defaults(func=func)

@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,14 @@ class ControlPlane:
     """One local control plane, identified by its state directory."""
 
     state_dir: Path
+    # With a node: the address pods reach the API server on (it must not be loopback, which the
+    # `kubernetes` Service's endpoints refuse), listened on besides loopback.
+    node_ip: str | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def certificates(self) -> pki.Pki:
+        return pki.Pki(self.state_dir / "pki")
 
     @property
     def kubeconfig(self) -> Path:
@@ -81,7 +89,7 @@ class ControlPlane:
 
     def start(self, *, detach: bool = False) -> "ControlPlane":
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        certs = pki.create(self.state_dir / "pki")
+        certs = pki.create(self.state_dir / "pki", extra_ips=(self.node_ip,) if self.node_ip else ())
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         kcm_port, sched_port = free_port(), free_port()
         server = f"https://127.0.0.1:{api_port}"
@@ -99,8 +107,7 @@ class ControlPlane:
         self._spawn("kube-apiserver", [
             str(binaries.find("kube-apiserver")),
             "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-            "--bind-address", "127.0.0.1", "--secure-port", str(api_port),
-            "--advertise-address", "127.0.0.1", "--endpoint-reconciler-type", "none",
+            "--secure-port", str(api_port), *self._address_flags(certs),
             "--tls-cert-file", str(certs.serving_cert), "--tls-private-key-file", str(certs.serving_key),
             "--client-ca-file", str(certs.ca_cert),
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
@@ -137,9 +144,33 @@ class ControlPlane:
         self.pids_file.write_text(json.dumps({n: p.pid for n, p in self.processes.items()}))
         return self
 
-    def _wait_ready(self, server: str, certs: pki.Pki) -> None:
+    def _address_flags(self, certs: pki.Pki) -> list[str]:
+        if not self.node_ip:
+            return ["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                    "--endpoint-reconciler-type", "none"]
+        cert, key = certs.issue_client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
+        return ["--bind-address", "0.0.0.0", "--advertise-address", self.node_ip,
+                "--kubelet-client-certificate", str(cert), "--kubelet-client-key", str(key),
+                "--kubelet-preferred-address-types", "InternalIP"]
+
+    def _admin_tls(self, certs: pki.Pki) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(certs.ca_cert))
         context.load_cert_chain(str(certs.admin_cert), str(certs.admin_key))
+        return context
+
+    def get(self, path: str) -> dict | None:
+        """GET an API path as the admin; None when it does not exist (yet)."""
+        try:
+            with urllib.request.urlopen(f"{self.server()}{path}", context=self._admin_tls(self.certificates),
+                                        timeout=10) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def _wait_ready(self, server: str, certs: pki.Pki) -> None:
+        context = self._admin_tls(certs)
         deadline = time.monotonic() + READY_TIMEOUT
         last = ""
         while time.monotonic() < deadline:

@@ -58,6 +58,32 @@ class Pki:
     def client(self, name: str) -> tuple[Path, Path]:
         return self.dir / f"{name}.crt", self.dir / f"{name}.key"
 
+    def issue_client(self, name: str, common_name: str, organization: str | None = None) -> tuple[Path, Path]:
+        """A client certificate signed by this CA (kubelet, kube-proxy, apiserver-to-kubelet), once."""
+        cert, key = self.client(name)
+        if not cert.exists():
+            ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+            ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+            _issue(ca, ca_key, cert, key, _name(common_name, organization), server=False)
+        return cert, key
+
+
+def _issue(ca: x509.Certificate, ca_key, cert_path: Path, key_path: Path, subject: x509.Name, *, server: bool,
+           dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    key = _key()
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
+               .add_extension(x509.ExtendedKeyUsage(
+                   [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+                   critical=False))
+    if dns or ips:
+        names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+
 
 def create(directory: Path, *, extra_ips: tuple[str, ...] = ()) -> Pki:
     """A CA, the apiserver's serving cert, an admin client cert and the service-account key pair."""
@@ -78,26 +104,11 @@ def create(directory: Path, *, extra_ips: tuple[str, ...] = ()) -> Pki:
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.ca_key, ca_key)
 
-    def issue(cert_path: Path, key_path: Path, subject: x509.Name, *, server: bool,
-              dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> None:
-        key = _key()
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca.subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
-                   .add_extension(x509.ExtendedKeyUsage(
-                       [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False))
-        if dns or ips:
-            names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-        _write_key(key_path, key)
-
-    issue(pki.serving_cert, pki.serving_key, _name("kube-apiserver"), server=True,
-          dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-               "kubernetes.default.svc.cluster.local"),
-          ips=("127.0.0.1", "10.0.0.1", *extra_ips))
-    issue(pki.admin_cert, pki.admin_key, _name("admin", "system:masters"), server=False)
+    _issue(ca, ca_key, pki.serving_cert, pki.serving_key, _name("kube-apiserver"), server=True,
+           dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local"),
+           ips=("127.0.0.1", "10.0.0.1", *extra_ips))
+    _issue(ca, ca_key, pki.admin_cert, pki.admin_key, _name("admin", "system:masters"), server=False)
     sa_key = _key()
     _write_key(pki.sa_key, sa_key)
     pki.sa_pub.write_bytes(sa_key.public_key().public_bytes(serialization.Encoding.PEM,

@@ -1,0 +1,3 @@
+module twlegal.local/pause
+
+go 1.26
