@@ -67,6 +67,19 @@ def test_a_new_release_creates_its_training_job_once():
     assert settled.status == running.status and settled.events == [], "reconciling again changes nothing"
 
 
+def test_a_job_between_attempts_is_still_training_not_trained():
+    # Seen on a real node: the training pod was deleted, and until the Job's replacement pod runs
+    # the Job has no ready, active or succeeded pod and no condition. That is not a success.
+    rel = release()
+    first = decide(rel, Observed(), SETTINGS, NOW)
+    running = decide(again(rel, first), Observed(training_job=job(ready=1)), SETTINGS, NOW)
+    between = decide(again(rel, running), Observed(training_job=job()), SETTINGS, NOW)
+    assert between.status["phase"] == "Training"
+    assert not [o for o in between.create if o["kind"] == "Job"], "no evaluation Job before the weights exist"
+    trained_condition = next(c for c in between.status["conditions"] if c["type"] == "Trained")
+    assert trained_condition["status"] == "Unknown"
+
+
 def test_trained_and_passing_release_asks_to_see_its_serving_target():
     obs = Observed(training_job=job(("Complete", "CompletionsReached")), training_pods=(trained(),),
                    evaluation_job=job(("Complete", "CompletionsReached"), name="tiny-v1-eval"),

@@ -190,7 +190,9 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
         plan.condition(TRAINED, "Unknown", "Scheduling", "waiting for the training pod to start")
         plan.condition(READY, "False", "Training", "the release is not trained yet")
         return plan.phase("Pending", "TrainingPending", f"training Job {job_name} is waiting for its pod")
-    if state.state == "running":
+    # A Job between attempts (the last pod gone, its replacement not running yet) reads as pending:
+    # once training has started that is still training, never a success.
+    if state.state == "running" or state.state == "pending":
         plan.condition(TRAINED, "Unknown", "Training", f"training (attempt {max(state.attempts, 1)})")
         plan.condition(READY, "False", "Training", "the release is not trained yet")
         return plan.phase("Training", "TrainingStarted", f"training Job {job_name} is running")
