@@ -12,26 +12,34 @@ from .artifacts import mark_complete
 
 
 class DivergenceGuard(TrainerCallback):
-    """Stops training when the loss is not finite, or exceeds `spike_ratio` x its running minimum."""
+    """Stops training when the loss is not finite, or when its average over the last `window` logs
+    exceeds `spike_ratio` x the lowest such average so far.
 
-    def __init__(self, spike_ratio: float, grace_logs: int = 3):
+    Averaging is what tells a collapse (the loss climbing and staying up, as in the seed model's
+    v1.1.0) from one hard batch: late in a run a single batch at 4x a near-zero minimum is noise,
+    and an unsmoothed guard rejected healthy runs on a real node."""
+
+    def __init__(self, spike_ratio: float, window: int = 5):
         self.spike_ratio = spike_ratio
-        self.grace_logs = grace_logs
+        self.window = window
+        self.recent: list[float] = []
         self.best = math.inf
-        self.seen = 0
         self.reason: str | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is None:
             return
-        self.seen += 1
         if not math.isfinite(loss):
             self.reason = f"loss became {loss} at step {state.global_step}"
-        elif self.seen > self.grace_logs and loss > self.spike_ratio * self.best:
-            self.reason = (f"loss {loss:.4g} at step {state.global_step} exceeds {self.spike_ratio:g} x "
-                           f"its minimum {self.best:.4g}")
-        self.best = min(self.best, loss) if math.isfinite(loss) else self.best
+        else:
+            self.recent = [*self.recent, loss][-self.window:]
+            if len(self.recent) == self.window:
+                average = sum(self.recent) / self.window
+                if average > self.spike_ratio * self.best:
+                    self.reason = (f"loss averaged {average:.4g} over the {self.window} logs to step "
+                                   f"{state.global_step}, above {self.spike_ratio:g} x its minimum {self.best:.4g}")
+                self.best = min(self.best, average)
         if self.reason:
             control.should_training_stop = True
             control.should_save = False

@@ -195,8 +195,8 @@ class LossGuard(ApiModel):
     )
     max_spike_ratio: Annotated[float, Field(gt=1, le=1000)] = Field(
         4.0,
-        description="Stop training as Diverged when the loss exceeds this multiple of its running "
-        "minimum (a non-finite loss always stops it).",
+        description="Stop training as Diverged when the loss, averaged over the last 5 logged steps, "
+        "exceeds this multiple of the lowest such average (a non-finite loss always stops it).",
     )
 
 
