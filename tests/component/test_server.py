@@ -19,7 +19,7 @@ from twlegal.contracts.serving import ServingLaunch
 from twlegal.contracts.training import ExitCode
 from twlegal.devcluster.controlplane import free_port
 
-from .conftest import make_volume
+from tests.support.tiny_model import make_volume
 from .test_trainer import config_for, run_trainer
 
 API_KEY = "test-key-0123456789"

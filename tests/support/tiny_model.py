@@ -4,6 +4,7 @@ from the fixture text: nothing is downloaded."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legal"
@@ -44,3 +45,14 @@ def build_tiny_model(directory: Path) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def make_volume(root: Path, tiny_model: Path) -> Path:
+    """The storage volume of examples/release-tiny-cpu.yaml: base model, datasets, benchmark."""
+    shutil.copytree(tiny_model, root / "base" / "tiny-llama")
+    (root / "datasets").mkdir(parents=True)
+    (root / "benchmarks").mkdir()
+    shutil.copy(FIXTURES / "tw-legal-chat.jsonl", root / "datasets")
+    shutil.copy(FIXTURES / "tw-legal-alpaca.jsonl", root / "datasets")
+    shutil.copy(FIXTURES / "tw-legal-mc.jsonl", root / "benchmarks")
+    return root

@@ -106,6 +106,19 @@ def status(args: argparse.Namespace) -> int:
     return 0 if all(running.values()) else 1
 
 
+def load(args: argparse.Namespace) -> int:
+    """Docker images into the node's containerd, as `kind load docker-image` does for kind."""
+    plane = _plane(args.name)
+    node = _node(plane)
+    if not node.running().get("containerd"):
+        print(f"cluster {args.name} has no node running: twlegal dev cluster up --node", file=sys.stderr)
+        return 1
+    imported = node.load_docker_images(args.images, docker=args.docker)
+    for image in args.images:
+        print(f"{image}: {'imported' if image in imported else 'already there'}", file=sys.stderr)
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     dev = sub.add_parser("dev", help="local development helpers")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
@@ -122,3 +135,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if name == "down":
             p.add_argument("--delete", action="store_true", help="also delete its state (etcd data, PKI)")
         p.set_defaults(func=func)
+    p = cluster_sub.add_parser("load", help="import Docker images into the node (like `kind load docker-image`)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--name", default="twlegal", help="cluster name")
+    p.add_argument("--docker", default=shutil.which("docker") or "docker", help="the Docker client to read from")
+    p.set_defaults(func=load)

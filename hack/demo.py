@@ -1,0 +1,70 @@
+"""`make demo`: a tiny release from `kubectl apply` to a chat answer, on a local single-node
+cluster that stays up afterwards for you to explore (`twlegal dev cluster down` stops it).
+
+Steps: start (or reuse) the cluster with a real node; build the CPU images and load them; `helm
+install` the chart; create the model volume and copy the tiny base model and data into it; apply
+examples/release-tiny-cpu.yaml; wait until it serves; ask it a question.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import e2e as steps  # noqa: E402  (the e2e tier's steps, run once here)
+from twlegal.devcluster import binaries  # noqa: E402
+
+CLUSTER = "twlegal"
+RELEASE = ROOT / "examples" / "release-tiny-cpu.yaml"
+
+
+def say(message: str) -> None:
+    print(f"== {message}", flush=True)
+
+
+def main() -> int:
+    twlegal = str(Path(sys.executable).parent / "twlegal")
+    say(f"twlegal dev cluster up --node --name {CLUSTER}  (control plane + containerd, kubelet, kube-proxy)")
+    subprocess.run([twlegal, "dev", "cluster", "up", "--node", "--name", CLUSTER], check=True, stdout=subprocess.DEVNULL)
+    e2e = steps.attach_local(binaries.cache_dir() / "clusters" / CLUSTER)
+    say("building the CPU images (trainer, server, operator) and loading them into the node")
+    images = steps.build_images()
+    e2e.load_images(list(images.values()))
+    say("helm install twlegal charts/twlegal --namespace twlegal-system")
+    steps.install_chart(e2e, images)
+    say(f"model volume: PVC {steps.CLAIM} in namespace {steps.NAMESPACE}, seeded with a tiny Llama and the fixture data")
+    steps.create_model_volume(e2e, images)
+    steps.seed_volume(e2e)
+    say(f"kubectl apply -f {RELEASE.relative_to(ROOT)}")
+    e2e.cluster.kubectl("apply", "-f", str(RELEASE))
+    name = steps.load_release(RELEASE)["metadata"]["name"]
+    last, deadline = None, time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        status = e2e.cluster.get_json("legalmodelrelease", "-n", steps.NAMESPACE, name).get("status") or {}
+        if status.get("phase") != last:
+            last = status.get("phase")
+            print(f"   {name}: {last}", flush=True)
+        if last in ("Serving", "Failed", "Rejected", "RolledBack"):
+            break
+        time.sleep(3)
+    if last != "Serving":
+        print(f"the release did not reach Serving: {status.get('conditions')}", file=sys.stderr)
+        return 1
+    url = steps.service_url(e2e, status["serving"]["service"])
+    question = "民法第6條的內容是什麼？"
+    spec = steps.load_release(RELEASE)["spec"]
+    reply = steps.chat(e2e, url, spec["serving"].get("servedModelName") or spec["model"], question)
+    say(f"POST {url}/v1/chat/completions  (served revisions: {', '.join(reply['revisions'])})")
+    print(f"   Q: {question}\n   A: {reply['answer']}")
+    say(f"explore it: export KUBECONFIG={e2e.cluster.kubeconfig}; kubectl get legalmodelreleases -A")
+    say(f"stop it:    {twlegal} dev cluster down --name {CLUSTER}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The mission's own test: a tiny release from `kubectl apply` to chat answers, in real pods.
+
+The tests run in order and build on each other (one cluster, one target): the first release is
+trained (its pod deleted once mid-run), evaluated and served; the second rolls the Deployment
+over under load; the third scores below its threshold and is rejected; then the chart is
+uninstalled. Each asserts what a user would see.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+
+from tests.cases import TINY_RELEASE, load_example
+from tests.support import e2e as steps
+from tests.support.cluster import wait_for
+from twlegal.api.release import LegalModelRelease
+from twlegal.render import names
+
+FIRST = load_example()
+TARGET = FIRST["spec"]["serving"]["target"]
+MODEL = FIRST["spec"]["serving"].get("servedModelName") or FIRST["spec"]["model"]  # what clients ask for
+TRAIN_TIMEOUT = 900.0
+
+
+def release_variant(version: str, **changes) -> dict:
+    obj = copy.deepcopy(FIRST)
+    obj["metadata"]["name"] = f"tiny-legal-{version.replace('.', '-')}"
+    obj["spec"]["version"] = version
+    obj["spec"]["training"]["hyperparameters"].update(changes.pop("hyperparameters", {}))
+    obj["spec"]["evaluation"].update(changes.pop("evaluation", {}))
+    assert not changes
+    return obj
+
+
+SECOND = release_variant("v0.2.0", hyperparameters={"seed": 7, "learningRate": 4e-3})
+REJECTED = release_variant("v0.3.0", evaluation={"minScore": 100})
+
+
+def status(e2e: steps.E2ECluster, name: str) -> dict:
+    return e2e.cluster.get_json("legalmodelrelease", "-n", steps.NAMESPACE, name).get("status") or {}
+
+
+def wait_phase(e2e: steps.E2ECluster, name: str, phases: set[str], timeout: float = TRAIN_TIMEOUT) -> dict:
+    """Poll until the release is in one of `phases`; fail at once on an unexpected final phase."""
+    deadline = time.monotonic() + timeout
+    current: dict = {}
+    while time.monotonic() < deadline:
+        current = status(e2e, name)
+        if current.get("phase") in phases:
+            return current
+        if current.get("phase") in {"Failed", "Rejected", "RolledBack"}:
+            raise AssertionError(f"{name} is {current['phase']}: {current.get('conditions')}")
+        time.sleep(2)
+    raise AssertionError(f"{name} never reached {phases} in {timeout}s: {current}")
+
+
+def deployment_revision(e2e: steps.E2ECluster) -> str:
+    deployment = e2e.cluster.get_json("deployment", "-n", steps.NAMESPACE, TARGET)
+    return deployment["spec"]["template"]["metadata"]["annotations"]["twlegal.io/revision"]
+
+
+def test_a_tiny_release_trains_resumes_after_its_pod_is_deleted_and_serves(e2e):
+    release = LegalModelRelease.from_object(FIRST)
+    started = time.monotonic()
+    e2e.cluster.kubectl("apply", "-f", str(TINY_RELEASE))
+    checkpoints = f"{steps.MOUNT}/{names.checkpoint_subpath(release)}"
+
+    def first_checkpoint():
+        listing = steps.in_loader(e2e, "sh", "-c", f"ls {checkpoints}/*/twlegal-complete.json", check=False)
+        return listing.returncode == 0 and listing.stdout.strip()
+
+    wait_for("a complete checkpoint", first_checkpoint, timeout=TRAIN_TIMEOUT, interval=1)
+    job = names.training_job_name(release)
+    e2e.cluster.kubectl("delete", "pod", "-n", steps.NAMESPACE, "-l", f"job-name={job}", "--wait=false")
+
+    current = wait_phase(e2e, release.name, {"Serving"})
+    e2e.timings["first_release_to_serving_seconds"] = round(time.monotonic() - started, 1)
+    result = steps.read_volume_json(e2e, f"{names.artifact_subpath(release)}/twlegal-result.json")
+    assert result, "the trainer wrote no result beside the weights"
+    assert result["outcome"] == "Succeeded"
+    assert result["resumedFromStep"] and result["resumedFromStep"] > 0, "the retry started from scratch"
+    assert result["globalStep"] == result["totalSteps"] == current["training"]["globalStep"]
+    assert current["training"]["attempts"] >= 2
+    assert current["evaluation"]["passed"] is True
+    assert deployment_revision(e2e) == "v0.1.0"
+
+    base_url = steps.service_url(e2e, current["serving"]["service"])
+    reply = steps.chat(e2e, base_url, MODEL, "民法第6條的內容是什麼？")
+    assert reply["answer"].strip(), reply
+    assert reply["revisions"] == ["v0.1.0"], reply
+    print(f"\n{TARGET} v0.1.0 answered: {reply['answer']!r}")
+
+
+def test_a_second_release_rolls_over_with_zero_failed_requests(e2e):
+    first = status(e2e, FIRST["metadata"]["name"])
+    base_url = steps.service_url(e2e, first["serving"]["service"])
+    started = time.monotonic()
+    with steps.ClientLoop(e2e, base_url, MODEL) as loop:
+        e2e.cluster.apply(SECOND)
+        wait_phase(e2e, SECOND["metadata"]["name"], {"Serving"})
+        # Keep asking a little after Ready, so the old pod's drain is inside the window.
+        time.sleep(15)
+        records = loop.stop()
+    e2e.timings["second_release_to_serving_seconds"] = round(time.monotonic() - started, 1)
+    e2e.timings["rollover_requests"] = len(records)
+    failed = [r for r in records if not r["ok"]]
+    assert not failed, f"{len(failed)} of {len(records)} requests failed during the rollover: {failed[:3]}"
+    seen = [r["revisions"] for r in records]
+    assert seen[0] == ["v0.1.0"] and seen[-1] == ["v0.2.0"], seen
+    assert len(records) >= 20, "too few requests to say anything about the rollover"
+    assert status(e2e, FIRST["metadata"]["name"])["phase"] == "Superseded"
+    assert deployment_revision(e2e) == "v0.2.0"
+
+
+def test_a_release_below_its_threshold_is_rejected_and_serving_stays(e2e):
+    e2e.cluster.apply(REJECTED)
+    current = wait_phase(e2e, REJECTED["metadata"]["name"], {"Rejected"})
+    assert current["evaluation"]["passed"] is False
+    assert current["evaluation"]["score"] < 100
+    assert deployment_revision(e2e) == "v0.2.0"
+    second = status(e2e, SECOND["metadata"]["name"])
+    assert second["phase"] == "Serving"
+    reply = steps.chat(e2e, steps.service_url(e2e, second["serving"]["service"]), MODEL, "什麼是不當得利？")
+    assert reply["revisions"] == ["v0.2.0"]
+
+
+def test_helm_uninstall_keeps_the_releases_their_crd_and_their_data(e2e):
+    steps.uninstall_chart(e2e)
+    e2e.cluster.kubectl("get", "crd", "legalmodelreleases.twlegal.io")
+    releases = e2e.cluster.get_json("legalmodelreleases", "-n", steps.NAMESPACE)["items"]
+    assert {r["metadata"]["name"] for r in releases} >= {FIRST["metadata"]["name"], SECOND["metadata"]["name"],
+                                                        REJECTED["metadata"]["name"]}
+    e2e.cluster.kubectl("get", "pvc", "-n", steps.NAMESPACE, steps.CLAIM)
+    weights = steps.in_loader(e2e, "ls", f"{steps.MOUNT}/{names.artifact_subpath(LegalModelRelease.from_object(SECOND))}")
+    assert "twlegal-manifest.json" in weights.stdout
+    # The operator is gone: no pod of the chart is left.
+    pods = e2e.cluster.get_json("pods", "-n", steps.OPERATOR_NAMESPACE)["items"]
+    assert not [p for p in pods if p["metadata"].get("deletionTimestamp") is None], pods
+
+
+pytestmark = pytest.mark.e2e

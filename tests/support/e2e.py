@@ -1,0 +1,253 @@
+"""The end-to-end scenario's building blocks, shared by tests/e2e and `make demo`.
+
+One switch, TWLEGAL_E2E_CLUSTER, picks where pods really run:
+- `local` (default): the control plane built from upstream sources plus a real node (containerd,
+  kubelet, kube-proxy) on this host; images go in with `docker save | ctr images import`.
+- `kind`: an existing kind cluster (TWLEGAL_E2E_KUBECONFIG, TWLEGAL_E2E_KIND_NAME); images go in
+  with `kind load docker-image`; storage comes from kind's `standard` StorageClass.
+Everything after that (chart, volume, releases, requests) is the same code for both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from tests.support.cluster import ROOT, Cluster, api_client
+from tests.support.tiny_model import build_tiny_model, make_volume
+from twlegal.devcluster import binaries
+
+NAMESPACE = "default"
+OPERATOR_NAMESPACE = "twlegal-system"
+HELM_RELEASE = "twlegal"
+CLAIM = "twlegal-models"
+LOADER = "twlegal-loader"
+MOUNT = "/mnt/twlegal"
+STORAGE_EXAMPLE = ROOT / "examples" / "storage-local.yaml"
+DOCKER = os.environ.get("DOCKER", "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker")
+CHAT_CLIENT = (Path(__file__).with_name("chat_client.py")).read_text()
+
+
+def image_refs() -> dict[str, str]:
+    version = _project_version()
+    return {name: f"docker.io/twlegal/{name}:cpu-{version}" for name in ("operator", "trainer", "server")}
+
+
+def _project_version() -> str:
+    for line in (ROOT / "pyproject.toml").read_text().splitlines():
+        if line.startswith("version = "):
+            return line.split('"')[1]
+    raise ValueError("no version in pyproject.toml")
+
+
+def build_images() -> dict[str, str]:
+    """The CPU images from their Dockerfiles (cached by Docker between runs)."""
+    subprocess.run(["bash", str(ROOT / "hack" / "build-images.sh"), "operator", "trainer", "server"], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "DOCKER": DOCKER})
+    return image_refs()
+
+
+@dataclass
+class E2ECluster:
+    kind: str
+    cluster: Cluster
+    storage_class: str
+    load_images: Callable[[list[str]], None]
+    stop: Callable[[], None] = lambda: None
+    host_volume: Path | None = None  # local: the hostPath behind the model volume
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def start_local(state_dir: Path) -> E2ECluster:
+    from twlegal.devcluster.controlplane import ControlPlane
+    from twlegal.devcluster.node import Node, node_ip
+
+    for name in (*binaries.CONTROL_PLANE, *binaries.NODE):
+        binaries.find(name)
+    binaries.cni_dir()
+    # A fresh control plane and volume each run; the node keeps containerd's images between runs.
+    for stale in ("plane", "volumes"):
+        shutil.rmtree(state_dir / stale, ignore_errors=True)
+    plane = ControlPlane(state_dir / "plane", node_ip=node_ip())
+    node = Node(state_dir / "node", plane)
+    started = time.monotonic()
+    plane.start()
+    try:
+        node.start()
+    except Exception:
+        node.stop()
+        plane.stop()
+        raise
+
+    def stop() -> None:
+        node.stop()
+        plane.stop()
+
+    cluster = Cluster(plane.kubeconfig, api_client(plane.kubeconfig))
+    return E2ECluster("local", cluster, "twlegal-local",
+                      lambda refs: node.load_docker_images(refs, docker=DOCKER), stop, state_dir / "volumes" / CLAIM,
+                      {"cluster_start_seconds": round(time.monotonic() - started, 1)})
+
+
+def attach_local(state_dir: Path) -> E2ECluster:
+    """A running `twlegal dev cluster up --node` (state in `state_dir`): used by `make demo`."""
+    from twlegal.devcluster.controlplane import ControlPlane
+    from twlegal.devcluster.node import Node, node_ip
+
+    plane = ControlPlane(state_dir, node_ip=node_ip())
+    node = Node(state_dir / "node", plane)
+    cluster = Cluster(plane.kubeconfig, api_client(plane.kubeconfig))
+    return E2ECluster("local", cluster, "twlegal-local",
+                      lambda refs: node.load_docker_images(refs, docker=DOCKER),
+                      host_volume=state_dir / "volumes" / CLAIM)
+
+
+def load_release(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def use_kind() -> E2ECluster:
+    kubeconfig = Path(os.environ["TWLEGAL_E2E_KUBECONFIG"])
+    name = os.environ.get("TWLEGAL_E2E_KIND_NAME", "kind")
+
+    def load(refs: list[str]) -> None:
+        for ref in refs:
+            subprocess.run(["kind", "load", "docker-image", "--name", name, ref], check=True)
+
+    return E2ECluster("kind", Cluster(kubeconfig, api_client(kubeconfig)), "standard", load)
+
+
+def start_cluster(state_dir: Path) -> E2ECluster:
+    kind = os.environ.get("TWLEGAL_E2E_CLUSTER", "local")
+    if kind == "local":
+        return start_local(state_dir)
+    if kind == "kind":
+        return use_kind()
+    raise ValueError(f"TWLEGAL_E2E_CLUSTER={kind!r}: expected local or kind")
+
+
+def install_chart(e2e: E2ECluster, images: dict[str, str]) -> None:
+    """`helm install` with the locally built images; waits for the operator pod."""
+    operator_repo, operator_tag = images["operator"].rsplit(":", 1)
+    subprocess.run([
+        str(binaries.find("helm")), "upgrade", "--install", HELM_RELEASE, str(ROOT / "charts" / "twlegal"),
+        "--kubeconfig", str(e2e.cluster.kubeconfig), "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+        "--set", f"image.repository={operator_repo}", "--set", f"image.tag={operator_tag}",
+        "--set", "image.pullPolicy=Never",
+        "--set", f"operator.trainerImage={images['trainer']}", "--set", f"operator.serverImage={images['server']}",
+        "--set", "operator.resyncSeconds=10",
+        "--wait", "--timeout", "5m",
+    ], check=True, capture_output=True, text=True)
+
+
+def create_model_volume(e2e: E2ECluster, images: dict[str, str]) -> None:
+    """examples/storage-local.yaml, as the README's install path applies it: the PVC releases name
+    in spec.storage.pvc.claimName (local: bound to a hostPath PV; kind: from its storage class)
+    and a long-lived loader pod that mounts it. The loader copies data in, reads results, and is the
+    in-cluster client for chat requests (Service IPs work from pods on every kind of cluster)."""
+    pv, pvc, loader = (doc for doc in yaml.safe_load_all(STORAGE_EXAMPLE.read_text()) if doc)
+    for container in (*loader["spec"]["initContainers"], *loader["spec"]["containers"]):
+        assert container["image"] == images["trainer"], "examples/storage-local.yaml names another image"
+    if e2e.host_volume is not None:
+        pv["spec"]["hostPath"]["path"] = str(e2e.host_volume)
+        objects = [pv, pvc, loader]
+    else:
+        pvc["spec"]["storageClassName"] = e2e.storage_class
+        objects = [pvc, loader]
+    e2e.cluster.apply(objects)
+    e2e.cluster.kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", f"pod/{LOADER}", "--timeout=180s")
+
+
+def seed_volume(e2e: E2ECluster) -> None:
+    """The tiny base model, datasets and benchmark where examples/release-tiny-cpu.yaml points."""
+    with tempfile.TemporaryDirectory() as work:
+        model = build_tiny_model(Path(work) / "model" / "tiny-llama")
+        volume = make_volume(Path(work) / "volume", model)
+        for entry in sorted(volume.iterdir()):
+            e2e.cluster.kubectl("cp", "-n", NAMESPACE, str(entry), f"{LOADER}:{MOUNT}/{entry.name}")
+    listing = in_loader(e2e, "ls", f"{MOUNT}/base/tiny-llama").stdout
+    assert "config.json" in listing, listing
+
+
+def in_loader(e2e: E2ECluster, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return e2e.cluster.kubectl("exec", "-n", NAMESPACE, LOADER, "--", *argv, check=check)
+
+
+def read_volume_json(e2e: E2ECluster, path: str) -> dict | None:
+    proc = in_loader(e2e, "cat", f"{MOUNT}/{path}", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def service_url(e2e: E2ECluster, service: str) -> str:
+    svc = e2e.cluster.get_json("service", "-n", NAMESPACE, service)
+    port = svc["spec"]["ports"][0]["port"]
+    return f"http://{svc['spec']['clusterIP']}:{port}"
+
+
+def chat(e2e: E2ECluster, base_url: str, model: str, prompt: str) -> dict:
+    """One chat completion and the served models, from inside the cluster."""
+    proc = in_loader(e2e, "python3", "-c", CHAT_CLIENT, "once", base_url, model, prompt)
+    return json.loads(proc.stdout)
+
+
+@dataclass
+class ClientLoop:
+    """Chat requests in a loop from inside the cluster until stopped; one JSON line per request."""
+
+    e2e: E2ECluster
+    base_url: str
+    model: str
+    process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ClientLoop":
+        from tests.support.cluster import KUBECTL
+
+        in_loader(self.e2e, "rm", "-f", "/tmp/stop-client")
+        self.process = subprocess.Popen(
+            [KUBECTL, "--kubeconfig", str(self.e2e.cluster.kubeconfig), "exec", "-n", NAMESPACE, LOADER, "--",
+             "python3", "-c", CHAT_CLIENT, "loop", self.base_url, self.model, "民法第6條的內容是什麼？"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self
+
+    def stop(self) -> list[dict]:
+        in_loader(self.e2e, "touch", "/tmp/stop-client")
+        out, err = self.process.communicate(timeout=120)
+        records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        if not records:
+            raise AssertionError(f"the client loop printed nothing: {err}")
+        return records
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+
+
+def dump_diagnostics(e2e: E2ECluster, out: Path) -> None:
+    """What a failed run leaves behind: releases, pods, events and the operator's log."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, args in {
+        "releases.yaml": ("get", "legalmodelreleases", "-A", "-o", "yaml"),
+        "pods.txt": ("get", "pods", "-A", "-o", "wide"),
+        "events.txt": ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+        "operator.log": ("logs", "-n", OPERATOR_NAMESPACE, "deployment/twlegal-operator", "--tail=400"),
+    }.items():
+        proc = e2e.cluster.kubectl(*args, check=False)
+        (out / name).write_text(proc.stdout + proc.stderr)
+
+
+def uninstall_chart(e2e: E2ECluster) -> None:
+    subprocess.run([str(binaries.find("helm")), "uninstall", HELM_RELEASE, "--namespace", OPERATOR_NAMESPACE,
+                    "--kubeconfig", str(e2e.cluster.kubeconfig), "--wait"], check=True, capture_output=True)
+
+
