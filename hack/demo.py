@@ -29,8 +29,8 @@ def say(message: str) -> None:
 
 def main() -> int:
     twlegal = str(Path(sys.executable).parent / "twlegal")
-    say(f"twlegal dev cluster up --node --name {CLUSTER}  (control plane + containerd, kubelet, kube-proxy)")
-    subprocess.run([twlegal, "dev", "cluster", "up", "--node", "--name", CLUSTER], check=True, stdout=subprocess.DEVNULL)
+    say(f"twlegal dev cluster up --node --no-crd --name {CLUSTER}  (control plane + containerd, kubelet, kube-proxy; the chart installs the CRD)")
+    subprocess.run([twlegal, "dev", "cluster", "up", "--node", "--no-crd", "--name", CLUSTER], check=True, stdout=subprocess.DEVNULL)
     e2e = steps.attach_local(binaries.cache_dir() / "clusters" / CLUSTER)
     say("building the CPU images (trainer, server, operator) and loading them into the node")
     images = steps.build_images()

@@ -39,7 +39,8 @@ def _check_prerequisites() -> None:
         _unavailable(f"no running Docker engine ({steps.DOCKER} info failed): hack/ensure-host.sh starts one")
 
 
-@pytest.fixture(scope="session")
+# Package scope: the cluster stops when the e2e tests are done, not at the end of the whole run.
+@pytest.fixture(scope="package")
 def e2e(request) -> steps.E2ECluster:
     _check_prerequisites()
     started = time.monotonic()

@@ -181,7 +181,7 @@ def seed_volume(e2e: E2ECluster) -> None:
 
 
 def in_loader(e2e: E2ECluster, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return e2e.cluster.kubectl("exec", "-n", NAMESPACE, LOADER, "--", *argv, check=check)
+    return e2e.cluster.kubectl("exec", "-n", NAMESPACE, LOADER, "-c", "loader", "--", *argv, check=check)
 
 
 def read_volume_json(e2e: E2ECluster, path: str) -> dict | None:
@@ -203,29 +203,38 @@ def chat(e2e: E2ECluster, base_url: str, model: str, prompt: str) -> dict:
 
 @dataclass
 class ClientLoop:
-    """Chat requests in a loop from inside the cluster until stopped; one JSON line per request."""
+    """Chat requests in a loop from inside the cluster until stopped; one JSON line per request.
+
+    The output goes to a file, not a pipe: an unread pipe fills at 64 KiB and then blocks the
+    client inside the pod, which would silently stop asking mid-rollover."""
 
     e2e: E2ECluster
     base_url: str
     model: str
     process: subprocess.Popen | None = None
+    output: Path | None = None
 
     def __enter__(self) -> "ClientLoop":
         from tests.support.cluster import KUBECTL
 
         in_loader(self.e2e, "rm", "-f", "/tmp/stop-client")
-        self.process = subprocess.Popen(
-            [KUBECTL, "--kubeconfig", str(self.e2e.cluster.kubeconfig), "exec", "-n", NAMESPACE, LOADER, "--",
-             "python3", "-c", CHAT_CLIENT, "loop", self.base_url, self.model, "民法第6條的內容是什麼？"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.output = Path(tempfile.mkstemp(prefix="twlegal-client-", suffix=".jsonl")[1])
+        with self.output.open("w") as out:
+            self.process = subprocess.Popen(
+                [KUBECTL, "--kubeconfig", str(self.e2e.cluster.kubeconfig), "exec", "-n", NAMESPACE, LOADER,
+                 "-c", "loader", "--", "python3", "-c", CHAT_CLIENT, "loop", self.base_url, self.model,
+                 "民法第6條的內容是什麼？"],
+                stdout=out, stderr=subprocess.STDOUT, text=True)
         return self
 
     def stop(self) -> list[dict]:
         in_loader(self.e2e, "touch", "/tmp/stop-client")
-        out, err = self.process.communicate(timeout=120)
-        records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        self.process.wait(timeout=120)
+        lines = self.output.read_text().splitlines()
+        self.output.unlink()
+        records = [json.loads(line) for line in lines if line.startswith("{")]
         if not records:
-            raise AssertionError(f"the client loop printed nothing: {err}")
+            raise AssertionError(f"the client loop printed nothing: {lines[-5:]}")
         return records
 
     def __exit__(self, *exc) -> None:

@@ -34,6 +34,13 @@ def test_a_collapse_that_stays_up_is_caught_within_the_window():
     assert "above 4 x its minimum" in guard.reason
 
 
+def test_a_run_that_blows_up_from_its_first_steps_is_caught_at_the_first_full_window():
+    # lr 1.0 on the tiny model (the component tier's absurd run): no window average is ever low.
+    losses = [6.252, 38.17, 53.96, 98.51, 95.02, 180.6, 90.41, 87.12, 78.92, 61.97, 63.06, 49.76]
+    guard, stopped = run(losses)
+    assert stopped == 5, guard.reason
+
+
 def test_a_non_finite_loss_stops_at_once():
     guard, stopped = run([2.0, 1.5, math.nan])
     assert stopped == 3 and "nan" in guard.reason

@@ -13,7 +13,8 @@ from .artifacts import mark_complete
 
 class DivergenceGuard(TrainerCallback):
     """Stops training when the loss is not finite, or when its average over the last `window` logs
-    exceeds `spike_ratio` x the lowest such average so far.
+    exceeds `spike_ratio` x the lowest such average so far (or x the first loss, so a run that blows
+    up from its first steps is caught before any average is low).
 
     Averaging is what tells a collapse (the loss climbing and staying up, as in the seed model's
     v1.1.0) from one hard batch: late in a run a single batch at 4x a near-zero minimum is noise,
@@ -23,7 +24,7 @@ class DivergenceGuard(TrainerCallback):
         self.spike_ratio = spike_ratio
         self.window = window
         self.recent: list[float] = []
-        self.best = math.inf
+        self.best = math.inf  # the lowest windowed average; the first loss until a window is full
         self.reason: str | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -33,6 +34,8 @@ class DivergenceGuard(TrainerCallback):
         if not math.isfinite(loss):
             self.reason = f"loss became {loss} at step {state.global_step}"
         else:
+            if not self.recent:
+                self.best = loss  # the baseline until the first window is full
             self.recent = [*self.recent, loss][-self.window:]
             if len(self.recent) == self.window:
                 average = sum(self.recent) / self.window

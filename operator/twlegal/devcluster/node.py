@@ -24,7 +24,7 @@ from . import binaries, node_config, oci
 from .controlplane import ControlPlane, free_port, kubeconfig_text
 
 READY_TIMEOUT = 180.0
-DRAIN_TIMEOUT = 60.0
+DRAIN_TIMEOUT = 30.0
 
 
 def node_ip() -> str:
@@ -244,14 +244,14 @@ class Node:
 
     def _kill_all_tasks(self) -> None:
         # Pod sandboxes and containers: without kubelet nobody else will stop them.
-        listed = self.ctr("tasks", "list", "--quiet", check=False)
-        tasks = listed.stdout.split() if listed.returncode == 0 else []
-        for task in tasks:
-            self.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False)
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        for task in tasks:
-            while self.ctr("tasks", "delete", task, check=False).returncode != 0 and time.monotonic() < deadline:
-                time.sleep(0.3)
+        while time.monotonic() < deadline:
+            listed = self.ctr("tasks", "list", "--quiet", check=False)
+            tasks = listed.stdout.split() if listed.returncode == 0 else []
+            if not tasks:
+                return
+            for task in tasks:
+                self.ctr("tasks", "delete", "--force", task, check=False)
 
 
 def _qualified(reference: str) -> str:
