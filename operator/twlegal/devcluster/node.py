@@ -94,8 +94,12 @@ class Node:
         _unmount_under(self.state_dir)
         _unmount_under(paths.run_dir)
         for child in self.state_dir.iterdir():
-            if child.name != "containerd":
-                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+            if child.name == "containerd":
+                continue
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink()
         shutil.rmtree(paths.run_dir, ignore_errors=True)
         for directory in (paths.containerd_root, paths.run_dir, paths.cni_conf_dir, paths.cni_ipam_dir,
                           paths.kubelet_dir, self.logs):
