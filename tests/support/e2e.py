@@ -10,6 +10,7 @@ Everything after that (chart, volume, releases, requests) is the same code for b
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -38,15 +39,9 @@ CHAT_CLIENT = (Path(__file__).with_name("chat_client.py")).read_text()
 
 
 def image_refs() -> dict[str, str]:
-    version = _project_version()
+    """What hack/build-images.sh tags, as containerd names it."""
+    version = importlib.metadata.version("twlegal")
     return {name: f"docker.io/twlegal/{name}:cpu-{version}" for name in ("operator", "trainer", "server")}
-
-
-def _project_version() -> str:
-    for line in (ROOT / "pyproject.toml").read_text().splitlines():
-        if line.startswith("version = "):
-            return line.split('"')[1]
-    raise ValueError("no version in pyproject.toml")
 
 
 def build_images() -> dict[str, str]:

@@ -9,18 +9,16 @@ started.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import binaries, pki
+from .processes import Supervisor
 
 SERVICE_CIDR = "10.0.0.0/24"
 READY_TIMEOUT = 120.0
@@ -59,7 +57,9 @@ class ControlPlane:
     # With a node: the address pods reach the API server on (it must not be loopback, which the
     # `kubernetes` Service's endpoints refuse), listened on besides loopback.
     node_ip: str | None = None
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.state_dir)
 
     @property
     def certificates(self) -> pki.Pki:
@@ -70,22 +70,11 @@ class ControlPlane:
         return self.state_dir / "admin.kubeconfig"
 
     @property
-    def pids_file(self) -> Path:
-        return self.state_dir / "pids.json"
-
-    @property
     def logs(self) -> Path:
-        return self.state_dir / "logs"
+        return self.supervisor.logs
 
     def server(self) -> str:
         return json.loads(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-
-    def _spawn(self, name: str, argv: list[str], *, detach: bool) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=detach)
-        log.close()
 
     def start(self, *, detach: bool = False) -> "ControlPlane":
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +84,7 @@ class ControlPlane:
         server = f"https://127.0.0.1:{api_port}"
         self.kubeconfig.write_text(kubeconfig_text(server, certs.ca_cert, cert=certs.admin_cert, key=certs.admin_key))
         etcd_data = self.state_dir / "etcd"
-        self._spawn("etcd", [
+        self.supervisor.spawn("etcd", [
             str(binaries.find("etcd")), "--data-dir", str(etcd_data), "--name", "twlegal-dev",
             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
             "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
@@ -104,7 +93,7 @@ class ControlPlane:
             "--initial-cluster", f"twlegal-dev=http://127.0.0.1:{peer_port}",
             "--unsafe-no-fsync", "--quota-backend-bytes", str(2 * 1024**3),
         ], detach=detach)
-        self._spawn("kube-apiserver", [
+        self.supervisor.spawn("kube-apiserver", [
             str(binaries.find("kube-apiserver")),
             "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
             "--secure-port", str(api_port), *self._address_flags(certs),
@@ -119,7 +108,7 @@ class ControlPlane:
             "--profiling=false",
         ], detach=detach)
         self._wait_ready(server, certs)
-        self._spawn("kube-controller-manager", [
+        self.supervisor.spawn("kube-controller-manager", [
             str(binaries.find("kube-controller-manager")),
             "--kubeconfig", str(self.kubeconfig),
             "--authentication-kubeconfig", str(self.kubeconfig),
@@ -133,7 +122,7 @@ class ControlPlane:
             "--concurrent-deployment-syncs", "10", "--concurrent-job-syncs", "10",
             "--profiling=false",
         ], detach=detach)
-        self._spawn("kube-scheduler", [
+        self.supervisor.spawn("kube-scheduler", [
             str(binaries.find("kube-scheduler")),
             "--kubeconfig", str(self.kubeconfig),
             "--authentication-kubeconfig", str(self.kubeconfig),
@@ -141,7 +130,6 @@ class ControlPlane:
             "--bind-address", "127.0.0.1", "--secure-port", str(sched_port),
             "--leader-elect=false", "--profiling=false",
         ], detach=detach)
-        self.pids_file.write_text(json.dumps({n: p.pid for n, p in self.processes.items()}))
         return self
 
     def _address_flags(self, certs: pki.Pki) -> list[str]:
@@ -174,9 +162,7 @@ class ControlPlane:
         deadline = time.monotonic() + READY_TIMEOUT
         last = ""
         while time.monotonic() < deadline:
-            for name, proc in self.processes.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
+            self.supervisor.check_alive()
             try:
                 with urllib.request.urlopen(f"{server}/readyz", context=context, timeout=5) as resp:
                     if resp.status == 200:
@@ -187,44 +173,7 @@ class ControlPlane:
         raise TimeoutError(f"kube-apiserver not ready after {READY_TIMEOUT}s: {last}")
 
     def running(self) -> dict[str, bool]:
-        if not self.pids_file.exists():
-            return {}
-        out = {}
-        for name, pid in json.loads(self.pids_file.read_text()).items():
-            try:
-                os.kill(pid, 0)
-                out[name] = True
-            except ProcessLookupError:
-                out[name] = False
-        return out
+        return self.supervisor.running()
 
     def stop(self) -> None:
-        pids = json.loads(self.pids_file.read_text()) if self.pids_file.exists() else {}
-        pids.update({n: p.pid for n, p in self.processes.items()})
-        for name in reversed(list(pids)):
-            try:
-                os.kill(pids[name], signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        deadline = time.monotonic() + 15
-        for name, pid in pids.items():
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                if name in self.processes and self.processes[name].poll() is not None:
-                    break
-                time.sleep(0.1)
-            else:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.processes.clear()
-        self.pids_file.unlink(missing_ok=True)
+        self.supervisor.stop()

@@ -14,14 +14,14 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import binaries, node_config, oci
 from .controlplane import ControlPlane, free_port, kubeconfig_text
+from .processes import Supervisor
 
 READY_TIMEOUT = 180.0
 DRAIN_TIMEOUT = 30.0
@@ -47,7 +47,9 @@ class Node:
     state_dir: Path
     plane: ControlPlane
     name: str = "twlegal-node"
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.state_dir)
 
     @property
     def paths(self) -> node_config.NodePaths:
@@ -56,12 +58,8 @@ class Node:
         return node_config.NodePaths(self.state_dir, Path("/run/twlegal") / tag)
 
     @property
-    def pids_file(self) -> Path:
-        return self.state_dir / "pids.json"
-
-    @property
     def logs(self) -> Path:
-        return self.state_dir / "logs"
+        return self.supervisor.logs
 
     @property
     def bridge(self) -> str:
@@ -114,14 +112,6 @@ class Node:
             if (action == "-I") != exists:
                 subprocess.run(["iptables", action, *rule], capture_output=True, check=action == "-I")
 
-    def _spawn(self, name: str, argv: list[str], *, detach: bool, env: dict | None = None) -> None:
-        log = open(self.logs / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=detach, env=env)
-        log.close()
-        # Recorded at once, so a start that fails half-way can still be stopped.
-        self.pids_file.write_text(json.dumps({n: p.pid for n, p in self.processes.items()}))
-
     def _start_containerd(self, detach: bool) -> None:
         paths = self.paths
         paths.containerd_config.write_text(node_config.containerd_config(
@@ -131,10 +121,11 @@ class Node:
         containerd = binaries.find("containerd")
         binaries.find("containerd-shim-runc-v2")
         env = {**os.environ, "PATH": f"{containerd.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-        self._spawn("containerd", [str(containerd), "--config", str(paths.containerd_config)], detach=detach, env=env)
+        self.supervisor.spawn("containerd", [str(containerd), "--config", str(paths.containerd_config)],
+                              detach=detach, env=env)
         deadline = time.monotonic() + 60
         while self.ctr("version", check=False).returncode != 0:
-            self._check_alive()
+            self.supervisor.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"containerd did not answer on {paths.containerd_socket}; see {self.logs}")
             time.sleep(0.3)
@@ -147,7 +138,7 @@ class Node:
             kubeconfig_text(plane.server(), certs.ca_cert, cert=cert, key=key, user=f"system:node:{self.name}"))
         paths.kubelet_config.write_text(json.dumps(node_config.kubelet_config(
             paths, ca_file=certs.ca_cert, port=free_port(), healthz_port=free_port()), indent=2))
-        self._spawn("kubelet", [
+        self.supervisor.spawn("kubelet", [
             str(binaries.find("kubelet")), "--config", str(paths.kubelet_config),
             "--kubeconfig", str(paths.kubelet_kubeconfig), "--root-dir", str(paths.kubelet_dir),
             "--cert-dir", str(paths.kubelet_dir / "pki"), "--hostname-override", self.name,
@@ -162,18 +153,13 @@ class Node:
             kubeconfig_text(plane.server(), certs.ca_cert, cert=cert, key=key, user="system:kube-proxy"))
         paths.kube_proxy_config.write_text(json.dumps(node_config.kube_proxy_config(
             paths, hostname=self.name, healthz_port=free_port(), metrics_port=free_port()), indent=2))
-        self._spawn("kube-proxy", [str(binaries.find("kube-proxy")), "--config", str(paths.kube_proxy_config)],
+        self.supervisor.spawn("kube-proxy", [str(binaries.find("kube-proxy")), "--config", str(paths.kube_proxy_config)],
                     detach=detach)
-
-    def _check_alive(self) -> None:
-        for name, proc in self.processes.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.supervisor.check_alive()
             node = self.plane.get(f"/api/v1/nodes/{self.name}")
             conditions = {c["type"]: c for c in (node or {}).get("status", {}).get("conditions", [])}
             if conditions.get("Ready", {}).get("status") == "True":
@@ -217,34 +203,21 @@ class Node:
     # --- stop ------------------------------------------------------------------------------------
 
     def running(self) -> dict[str, bool]:
-        if not self.pids_file.exists():
-            return {}
-        return {name: _alive(pid) for name, pid in json.loads(self.pids_file.read_text()).items()}
+        return self.supervisor.running()
 
     def stop(self) -> None:
         """Stop every container, then kube-proxy (removing its rules), kubelet and containerd, and
         unmount what they mounted; the images stay."""
-        pids = json.loads(self.pids_file.read_text()) if self.pids_file.exists() else {}
-        pids.update({n: p.pid for n, p in self.processes.items()})
-        if pids.get("containerd") and _alive(pids["containerd"]):
-            if pids.get("kubelet"):
-                _terminate(pids.pop("kubelet"))
+        containerd = self.supervisor.recorded().get("containerd")
+        if containerd and self.supervisor.alive("containerd", containerd):
+            self.supervisor.stop(["kubelet"], timeout=20)  # first, or it restarts what is killed
             self._kill_all_tasks()
-        for name in ("kube-proxy", "kubelet", "containerd"):
-            if name in pids:
-                _terminate(pids[name])
+        self.supervisor.stop(timeout=20)
         subprocess.run([str(binaries.find("kube-proxy", build=False)), "--cleanup"], capture_output=True, check=False)
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
         self._forward_rules("-D")
         _unmount_under(self.state_dir)
         _unmount_under(self.paths.run_dir)
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.processes.clear()
-        self.pids_file.unlink(missing_ok=True)
 
     def _kill_all_tasks(self) -> None:
         # Pod sandboxes and containers: without kubelet nobody else will stop them.
@@ -272,30 +245,6 @@ def _sysctl(key: str, value: str) -> None:
     path = Path("/proc/sys") / key
     if path.exists() and path.read_text().strip() != value:
         path.write_text(value)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _terminate(pid: int, timeout: float = 20.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
 
 
 def _unmount_under(directory: Path) -> None:

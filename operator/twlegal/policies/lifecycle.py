@@ -192,7 +192,7 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
         return plan.phase("Pending", "TrainingPending", f"training Job {job_name} is waiting for its pod")
     # A Job between attempts (the last pod gone, its replacement not running yet) reads as pending:
     # once training has started that is still training, never a success.
-    if state.state == "running" or state.state == "pending":
+    if state.state in ("running", "pending"):
         plan.condition(TRAINED, "Unknown", "Training", f"training (attempt {max(state.attempts, 1)})")
         plan.condition(READY, "False", "Training", "the release is not trained yet")
         return plan.phase("Training", "TrainingStarted", f"training Job {job_name} is running")
