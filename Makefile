@@ -43,4 +43,4 @@ crds:
 
 ## binaries: build (or reuse) etcd, kube-apiserver & co and helm from the Go module proxy
 binaries:
-	operator/twlegal/devcluster/build-binaries.sh all
+	dev/twlegal_dev/build-binaries.sh all

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.cases import load_example  # noqa: E402
-from twlegal.devcluster.commands import kubectl_path  # noqa: E402
-from twlegal.devcluster.controlplane import ControlPlane, free_port  # noqa: E402
-from twlegal.devcluster.fake_kubelet import FakeKubelet  # noqa: E402
+from twlegal_dev.cli import kubectl_path  # noqa: E402
+from twlegal_dev.controlplane import ControlPlane, free_port  # noqa: E402
+from tests.support.fake_kubelet import FakeKubelet  # noqa: E402
 
 NS = "bench"
 

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.tiny_model import FIXTURES, build_tiny_model  # noqa: E402
+from twlegal_dev.tiny_model import FIXTURES, build_tiny_model  # noqa: E402
 from twlegal.contracts.serving import ServingLaunch  # noqa: E402
-from twlegal.devcluster.controlplane import free_port  # noqa: E402
+from twlegal_dev.controlplane import free_port  # noqa: E402
 
 NEW_TOKENS = 64
 

@@ -1,5 +1,5 @@
 """`make demo`: a tiny release from `kubectl apply` to a chat answer, on a local single-node
-cluster that stays up afterwards for you to explore (`twlegal dev cluster down` stops it).
+cluster that stays up afterwards for you to explore (`twlegal-dev cluster down` stops it).
 
 Steps: start (or reuse) the cluster with a real node; build the CPU images and load them; `helm
 install` the chart; create the model volume and copy the tiny base model and data into it; apply
@@ -13,11 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support import e2e as steps  # noqa: E402  (the e2e tier's steps, run once here)
-from twlegal.devcluster import binaries  # noqa: E402
+from twlegal_dev import ROOT, binaries
+from twlegal_dev import scenario as steps  # the e2e tier's steps, run once here
 
 CLUSTER = "twlegal"
 RELEASE = ROOT / "examples" / "release-tiny-cpu.yaml"
@@ -28,9 +25,9 @@ def say(message: str) -> None:
 
 
 def main() -> int:
-    twlegal = str(Path(sys.executable).parent / "twlegal")
-    say(f"twlegal dev cluster up --node --no-crd --name {CLUSTER}  (control plane + containerd, kubelet, kube-proxy; the chart installs the CRD)")
-    subprocess.run([twlegal, "dev", "cluster", "up", "--node", "--no-crd", "--name", CLUSTER], check=True, stdout=subprocess.DEVNULL)
+    twlegal_dev = str(Path(sys.executable).parent / "twlegal-dev")
+    say(f"twlegal-dev cluster up --node --no-crd --name {CLUSTER}  (control plane + containerd, kubelet, kube-proxy; the chart installs the CRD)")
+    subprocess.run([twlegal_dev, "cluster", "up", "--node", "--no-crd", "--name", CLUSTER], check=True, stdout=subprocess.DEVNULL)
     e2e = steps.attach_local(binaries.cache_dir() / "clusters" / CLUSTER)
     say("building the CPU images (trainer, server, operator) and loading them into the node")
     images = steps.build_images()
@@ -62,7 +59,7 @@ def main() -> int:
     say(f"POST {url}/v1/chat/completions  (served revisions: {', '.join(reply['revisions'])})")
     print(f"   Q: {question}\n   A: {reply['answer']}")
     say(f"explore it: export KUBECONFIG={e2e.cluster.kubeconfig}; kubectl get legalmodelreleases -A")
-    say(f"stop it:    {twlegal} dev cluster down --name {CLUSTER}")
+    say(f"stop it:    {twlegal_dev} cluster down --name {CLUSTER}")
     return 0
 
 

@@ -18,9 +18,9 @@ import kopf
 from prometheus_client import start_http_server
 
 from .api.release import GROUP, PLURAL, VERSION, LegalModelRelease
+from .api.status import TERMINAL_PHASES
 from .kube import Kube
 from .policies import Peer
-from .policies.lifecycle import TERMINAL
 from .reconciler import Reconciler
 from .render import names
 from .render.settings import OperatorSettings
@@ -44,20 +44,19 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=names.ANNOTATION_PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
-    settings.execution.max_workers = int(os.environ.get("TWLEGAL_WORKERS", "8"))
+    operator_settings = OperatorSettings.from_env(os.environ)
+    settings.execution.max_workers = operator_settings.workers
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     # One line per handler run is noise at scale; the reconciler logs each phase transition.
-    logging.getLogger("kopf.objects").setLevel(os.environ.get("TWLEGAL_KOPF_LOG_LEVEL", "WARNING"))
-    operator_settings = OperatorSettings.from_env(os.environ)
+    logging.getLogger("kopf.objects").setLevel(operator_settings.kopf_log_level)
     _state["reconciler"] = Reconciler(Kube(), operator_settings, peers=_peers)
-    port = int(os.environ.get("TWLEGAL_METRICS_PORT", "8080"))
-    if port:
-        start_http_server(port)
-    resync = float(os.environ.get("TWLEGAL_RESYNC_SECONDS", "60"))
+    if operator_settings.metrics_port:
+        start_http_server(operator_settings.metrics_port)
     stop = threading.Event()
     _state["stop"] = stop
-    threading.Thread(target=_resync_loop, args=(stop, resync), name="twlegal-resync", daemon=True).start()
+    threading.Thread(target=_resync_loop, args=(stop, operator_settings.resync_seconds), name="twlegal-resync",
+                     daemon=True).start()
     log.info("twlegal operator started: %s", operator_settings.model_dump())
 
 
@@ -71,7 +70,7 @@ def _resync_loop(stop: threading.Event, interval: float) -> None:
     """A safety net for missed events; also what notices a Job deleted by hand."""
     while not stop.wait(interval):
         for (namespace, name), phase in list(reconciler().phases.items()):
-            if phase in TERMINAL:
+            if phase in TERMINAL_PHASES:
                 continue
             try:
                 reconciler().reconcile(namespace, name)

@@ -7,7 +7,7 @@ from typing import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from .api.status import PHASES
+from .api.status import PHASES, Phase
 
 RELEASES = Gauge("twlegal_releases", "LegalModelReleases by phase", ["phase"])
 RECONCILE_SECONDS = Histogram("twlegal_reconcile_duration_seconds", "Time to reconcile one release",
@@ -17,6 +17,6 @@ TRANSITIONS = Counter("twlegal_phase_transitions_total", "Phase transitions", ["
 
 
 def publish_phases(phases: Mapping[object, str | None]) -> None:
-    counts = Tally(phase or "Pending" for phase in phases.values())
-    for phase in (*PHASES, "Pending"):
+    counts = Tally(phase or Phase.PENDING.value for phase in phases.values())
+    for phase in PHASES:
         RELEASES.labels(phase=phase).set(counts.get(phase, 0))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import in_ci
-from tests.support.tiny_model import build_tiny_model, make_volume
+from twlegal_dev.tiny_model import build_tiny_model, make_volume
 
 try:
     import torch  # noqa: F401

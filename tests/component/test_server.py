@@ -17,9 +17,9 @@ import pytest
 from tests.support.cluster import ROOT
 from twlegal.contracts.serving import ServingLaunch
 from twlegal.contracts.training import ExitCode
-from twlegal.devcluster.controlplane import free_port
+from twlegal_dev.controlplane import free_port
 
-from tests.support.tiny_model import make_volume
+from twlegal_dev.tiny_model import make_volume
 from .test_trainer import config_for, run_trainer
 
 API_KEY = "test-key-0123456789"

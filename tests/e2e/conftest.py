@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import e2e as steps
+from twlegal_dev import scenario as steps
 from tests.support.cluster import in_ci
-from twlegal.devcluster import binaries
+from twlegal_dev import binaries
 
 
 def _unavailable(reason: str) -> None:
@@ -30,7 +30,7 @@ def _unavailable(reason: str) -> None:
 
 def _check_prerequisites() -> None:
     if os.environ.get("TWLEGAL_E2E_CLUSTER", "local") == "local":
-        from twlegal.devcluster.node import missing_host_tools
+        from twlegal_dev.node import missing_host_tools
 
         missing = missing_host_tools()
         if missing:
@@ -39,20 +39,29 @@ def _check_prerequisites() -> None:
         _unavailable(f"no running Docker engine ({steps.DOCKER} info failed): hack/ensure-host.sh starts one")
 
 
-# Package scope: the cluster stops when the e2e tests are done, not at the end of the whole run.
 @pytest.fixture(scope="package")
-def e2e(request) -> steps.E2ECluster:
+def images() -> dict[str, str]:
+    """The CPU images, built from their Dockerfiles (Docker's cache makes a rebuild seconds)."""
     _check_prerequisites()
     started = time.monotonic()
-    images = steps.build_images()
-    built = time.monotonic()
+    refs = steps.build_images()
+    TIMINGS["images_build_seconds"] = round(time.monotonic() - started, 1)
+    return refs
+
+
+TIMINGS: dict[str, float] = {}
+
+
+# Package scope: the cluster stops when the e2e tests are done, not at the end of the whole run.
+@pytest.fixture(scope="package")
+def e2e(request, images) -> steps.E2ECluster:
+    started = time.monotonic()
     # Under the cache, not a temporary directory: the node's imported images are reused next run.
     cluster = steps.start_cluster(binaries.cache_dir() / "clusters" / "e2e")
     try:
         loading = time.monotonic()
         cluster.load_images(list(images.values()))
-        cluster.timings.update(images_build_seconds=round(built - started, 1),
-                               images_load_seconds=round(time.monotonic() - loading, 1))
+        cluster.timings.update(TIMINGS, images_load_seconds=round(time.monotonic() - loading, 1))
         steps.install_chart(cluster, images)
         steps.create_model_volume(cluster, images)
         steps.seed_volume(cluster)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.cases import TINY_RELEASE, load_example
-from tests.support import e2e as steps
+from twlegal_dev import scenario as steps
 from tests.support.cluster import wait_for
 from twlegal.api.release import LegalModelRelease
 from twlegal.render import names

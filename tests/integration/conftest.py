@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import ROOT, Cluster, api_client, in_ci, wait_for
-from twlegal.devcluster.fake_kubelet import FakeKubelet
+from tests.support.fake_kubelet import FakeKubelet
 from tests.support.operator import OperatorProcess
-from twlegal.devcluster import binaries
-from twlegal.devcluster.controlplane import ControlPlane
+from twlegal_dev import binaries
+from twlegal_dev.controlplane import ControlPlane
 
 CRD_FILE = ROOT / "crds" / "twlegal.io_legalmodelreleases.yaml"
 

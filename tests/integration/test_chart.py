@@ -16,7 +16,7 @@ from tests.support.cluster import ROOT, Cluster, wait_for
 from tests.support.operator import NO_IN_CLUSTER_OPERATOR
 from tests.support.tools import tool
 from twlegal.api.crd import custom_resource_definition
-from twlegal.devcluster import binaries
+from twlegal_dev import binaries
 
 CHART = ROOT / "charts" / "twlegal"
 NON_DEFAULT = ["--set", "rbac.namespaced=true", "--set", "crds.enabled=false", "--set", "storage.create=true",

@@ -11,8 +11,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twlegal.devcluster import binaries
-from twlegal.devcluster.controlplane import free_port
+from twlegal_dev import binaries
+from twlegal_dev.controlplane import free_port
 
 from .cluster import ROOT, Cluster, wait_for
 

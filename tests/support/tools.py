@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from twlegal.devcluster.binaries import cache_dir
+from twlegal_dev.binaries import cache_dir
 
 TOOLS = {"checkov": "checkov==3.3.30"}
 

@@ -23,7 +23,8 @@ from twlegal.api.release import LegalModelRelease
 from twlegal.api.spec import Hyperparameters
 from twlegal.cli import main
 from twlegal.contracts import TrainingResult
-from twlegal.docs import card, consistency, history
+from twlegal.docs import card, history
+from twlegal.policies import consistency
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "releases"

@@ -8,7 +8,7 @@ import tarfile
 import tomllib
 from pathlib import Path
 
-from twlegal.devcluster import node_config, oci
+from twlegal_dev import node_config, oci
 
 
 def paths(tmp_path: Path) -> node_config.NodePaths:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
-from twlegal.docs import consistency
+from twlegal.policies import consistency
 
 from . import artifacts, provenance
 from .chat import IGNORE, LLAMA3_TEMPLATE, encode_llama3, encode_with_tokenizer_template, pack

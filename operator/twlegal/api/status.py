@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
+from typing import Any, Literal
 
 from pydantic import Field
 
 from .common import StatusModel
 
-Phase = Literal[
-    "Pending", "Training", "Evaluating", "RollingOut", "Serving",
-    "Superseded", "Failed", "Rejected", "RolledBack",
-    "Completed",  # trained and passed, with spec.serving.enabled false
-]
-PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
-ConditionType = Literal["Trained", "Evaluated", "Deployed", "Ready", "InputsPinned"]
+
+class Phase(StrEnum):
+    """status.phase: the lifecycle in one word, for printer columns and humans."""
+
+    PENDING = "Pending"
+    TRAINING = "Training"
+    EVALUATING = "Evaluating"
+    ROLLING_OUT = "RollingOut"
+    SERVING = "Serving"
+    SUPERSEDED = "Superseded"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+    ROLLED_BACK = "RolledBack"
+    COMPLETED = "Completed"  # trained and passed, with spec.serving.enabled false
+
+
+PHASES: tuple[str, ...] = tuple(phase.value for phase in Phase)
+# A release in one of these never moves again: a new run is a new release. Each ends with a
+# Warning event, and its model card says not to serve it.
+TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
+WARNING_PHASES = TERMINAL_PHASES
 
 
 class Condition(StatusModel):
@@ -28,7 +43,20 @@ class Condition(StatusModel):
     last_transition_time: str = Field(description="When status last changed (RFC 3339).")
 
 
-class TrainingStatus(StatusModel):
+class WrittenSection(StatusModel):
+    """A status section the operator writes: read tolerantly (an older or newer operator may have
+    written it), but written strictly, so a misspelt key fails instead of being dropped."""
+
+    @classmethod
+    def written(cls, values: dict[str, Any]) -> dict[str, Any]:
+        known = {field.alias or name for name, field in cls.model_fields.items()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field {', '.join(unknown)}")
+        return cls.model_validate(values).to_wire()
+
+
+class TrainingStatus(WrittenSection):
     """What the training Job did, from the trainer's result."""
 
     job: str | None = Field(None, description="Name of the training Job.")
@@ -49,7 +77,7 @@ class TrainingStatus(StatusModel):
     warnings: list[str] | None = Field(None, description="Warnings the trainer raised (e.g. warm-up >= total steps).")
 
 
-class EvaluationStatus(StatusModel):
+class EvaluationStatus(WrittenSection):
     """The score of the release on its benchmark."""
 
     job: str | None = Field(None, description="Name of the evaluation Job.")
@@ -59,7 +87,7 @@ class EvaluationStatus(StatusModel):
     passed: bool | None = Field(None, description="Whether the release may be served.")
 
 
-class ServingStatus(StatusModel):
+class ServingStatus(WrittenSection):
     """Where the release is (or was) served."""
 
     target: str | None = Field(None, description="Serving target.")
@@ -84,14 +112,14 @@ class ResolvedInput(StatusModel):
     checksum: str | None = Field(None, description="sha256 over the files loaded from a path.")
 
 
-class InputsStatus(StatusModel):
+class InputsStatus(WrittenSection):
     """The base model and datasets the run loaded, resolved by the trainer (model card provenance)."""
 
     base_model: ResolvedInput | None = Field(None, description="The base model.")
     datasets: list[ResolvedInput] | None = Field(None, description="The datasets, in spec order.")
 
 
-class ArtifactStatus(StatusModel):
+class ArtifactStatus(WrittenSection):
     """The release's final weights."""
 
     path: str | None = Field(None, description="Directory of the weights on the storage volume.")
@@ -113,3 +141,10 @@ class LegalModelReleaseStatus(StatusModel):
     serving: ServingStatus | None = Field(None, description="Serving state.")
     artifact: ArtifactStatus | None = Field(None, description="Final weights.")
     inputs: InputsStatus | None = Field(None, description="Resolved base model and dataset revisions.")
+
+
+# The sections of status the operator writes, by their key in status.
+SECTIONS: dict[str, type[WrittenSection]] = {
+    "training": TrainingStatus, "evaluation": EvaluationStatus, "serving": ServingStatus,
+    "artifact": ArtifactStatus, "inputs": InputsStatus,
+}

@@ -14,10 +14,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..api.release import LegalModelRelease
 from ..render import names
 from ..render import serving as render_serving
-from . import consistency, history
+from ..api.status import TERMINAL_PHASES
+from ..policies import consistency
+from . import history
 
 NOT_REPORTED = "*not reported*"
-NOT_SERVABLE = ("Failed", "Rejected", "RolledBack")
 HUB = "https://huggingface.co"
 
 
@@ -176,7 +177,7 @@ def _serve(release: LegalModelRelease, status: dict[str, Any]) -> list[str]:
     spec = release.spec
     artifact = status.get("artifact") or {}
     name = spec.serving.served_model_name or spec.model
-    if status.get("phase") in NOT_SERVABLE:
+    if status.get("phase") in TERMINAL_PHASES:
         # The gate's verdict outranks instructions: a card must not tell anyone to serve this.
         return [f"Do not serve this revision: the release is {status['phase']} and twlegal never served it "
                 f"(or took it back). The target `{names.serving_target(release)}` serves the newest passing "

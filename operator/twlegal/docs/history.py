@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
+from ..api.status import Phase
 from ..api.release import LegalModelRelease
 from ..policies import conditions as cond
 from ..policies.lifecycle import version_key
@@ -59,10 +60,10 @@ def _reason(phase: str | None, serving: dict[str, Any], ready: str) -> str:
     """The Ready condition's message says why a release failed, was rejected or rolled back; for
     the serving ones, the serving history in status says more."""
     since, until = (serving.get("servingSince") or "")[:10], (serving.get("servedUntil") or "")[:10]
-    if phase == "Serving" and since:
+    if phase == Phase.SERVING and since:
         previous = serving.get("previousRevision")
         return f"serves {serving.get('target')} since {since}" + (f", replacing {previous}" if previous else "")
-    if phase == "Superseded" and serving.get("supersededBy"):
+    if phase == Phase.SUPERSEDED and serving.get("supersededBy"):
         served = f"served {since} to {until}; " if since and until else ("" if since else "never served; ")
         return f"{served}superseded by {serving['supersededBy']}"
     return ready
@@ -76,8 +77,8 @@ def row(release: LegalModelRelease) -> Row:
     evaluation = status.get("evaluation") or {}
     phase = status.get("phase")
     reason = _reason(phase, serving, one_line(ready.get("message") or ""))
-    finished = (serving.get("servingSince") if phase in ("Serving", "Superseded") else None) \
-        or (ready.get("lastTransitionTime") if phase not in (None, "Pending", "Training", "Evaluating") else None) \
+    finished = (serving.get("servingSince") if phase in (Phase.SERVING, Phase.SUPERSEDED) else None) \
+        or (ready.get("lastTransitionTime") if phase not in (None, Phase.PENDING, Phase.TRAINING, Phase.EVALUATING) else None) \
         or (status.get("training") or {}).get("completionTime") \
         or release.metadata.model_extra.get("creationTimestamp")
     card = release.spec.card

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-TRAINED, EVALUATED, DEPLOYED, READY = "Trained", "Evaluated", "Deployed", "Ready"
-INPUTS_PINNED = "InputsPinned"  # not a stage: whether the release says exactly what it trains on
-ORDER = (TRAINED, EVALUATED, DEPLOYED, READY, INPUTS_PINNED)
+from ..api.reasons import CONDITION_TYPES as ORDER
+from ..api.reasons import DEPLOYED, EVALUATED, INPUTS_PINNED, READY, TRAINED
+
+__all__ = ["DEPLOYED", "EVALUATED", "INPUTS_PINNED", "ORDER", "READY", "TRAINED", "get", "is_false", "is_true",
+           "set_condition"]
 
 
 def get(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api import reasons as R
 from ..api.release import LegalModelRelease
+from ..api.status import SECTIONS, TERMINAL_PHASES, WARNING_PHASES, Phase
 from ..contracts.evaluation import EvaluationResult
 from ..contracts.training import TrainingResult
-from ..docs import consistency
+from . import consistency
 from ..render import evaluation as render_evaluation
 from ..render import names, pod
 from ..render import serving as render_serving
@@ -26,8 +28,6 @@ from . import children
 from . import conditions as cond
 from .conditions import DEPLOYED, EVALUATED, INPUTS_PINNED, READY, TRAINED
 
-TERMINAL = frozenset({"Failed", "Rejected", "RolledBack"})
-WARNING_PHASES = frozenset({"Failed", "Rejected", "RolledBack"})
 PREVIOUS_RELEASE_ANNOTATION = f"{names.ANNOTATION_PREFIX}/previous-release"
 
 
@@ -105,11 +105,12 @@ class _Plan:
             generation=self.release.metadata.generation, now=self.now)
 
     def section(self, key: str, **values: Any) -> None:
+        """Merge `values` (camelCase, as on the wire) into a status section, through its model."""
         merged = {**(self.status.get(key) or {}), **{k: v for k, v in values.items() if v is not None}}
-        self.status[key] = merged
+        self.status[key] = SECTIONS[key].written(merged)
 
-    def phase(self, phase: str, reason: str, message: str) -> Decision:
-        self.status["phase"] = phase
+    def phase(self, phase: Phase, reason: str, message: str) -> Decision:
+        self.status["phase"] = phase.value
         if self.old.get("phase") != phase:
             kind = "Warning" if phase in WARNING_PHASES else "Normal"
             self.decision.events.append(Event(kind, reason, message))
@@ -130,7 +131,7 @@ def settled_stages(release: LegalModelRelease) -> tuple[bool, bool]:
 def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSettings, now: str) -> Decision:
     plan = _Plan(release, now)
     _inputs(plan)
-    if plan.old.get("phase") in TERMINAL:
+    if plan.old.get("phase") in TERMINAL_PHASES:
         return plan.decision  # a failed, rejected or rolled-back release stays so; nothing more to do
     done = _training(plan, observed, settings)
     if done is not None:
@@ -139,9 +140,9 @@ def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSet
     if done is not None:
         return done
     if not release.spec.serving.enabled:
-        plan.condition(DEPLOYED, "False", "ServingDisabled", "spec.serving.enabled is false")
-        plan.condition(READY, "True", "TrainedOnly", "trained and evaluated; serving is disabled")
-        return plan.phase("Completed", "Completed", "release trained and passed; serving is disabled")
+        plan.condition(DEPLOYED, "False", R.SERVING_DISABLED, "spec.serving.enabled is false")
+        plan.condition(READY, "True", R.TRAINED_ONLY, "trained and evaluated; serving is disabled")
+        return plan.phase(Phase.COMPLETED, R.COMPLETED, "release trained and passed; serving is disabled")
     if observed.serving is None:
         plan.decision.needs_serving = True
         return plan.decision
@@ -160,7 +161,7 @@ def _inputs(plan: _Plan) -> None:
         if not was_false:
             plan.decision.events.append(Event("Warning", findings[0].reason, findings[0].message))
     else:
-        plan.condition(INPUTS_PINNED, "True", "Pinned", "the base model and every hub dataset name a revision")
+        plan.condition(INPUTS_PINNED, "True", R.PINNED, "the base model and every hub dataset name a revision")
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -174,9 +175,9 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
             return None  # trained earlier; the Job was cleaned up since
         plan.decision.create += render_training.render(release, settings)
         plan.section("training", job=job_name)
-        plan.condition(TRAINED, "Unknown", "JobCreated", f"training Job {job_name} created")
-        plan.condition(READY, "False", "Training", "the release is not trained yet")
-        return plan.phase("Pending", "TrainingJobCreated", f"created training Job {job_name}")
+        plan.condition(TRAINED, "Unknown", R.JOB_CREATED, f"training Job {job_name} created")
+        plan.condition(READY, "False", R.TRAINING, "the release is not trained yet")
+        return plan.phase(Phase.PENDING, R.TRAINING_JOB_CREATED, f"created training Job {job_name}")
 
     state = children.job_state(job)
     raw = children.termination_message(list(observed.training_pods), render_training.CONTAINER)
@@ -186,37 +187,37 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
     if result is not None:
         _record_training_result(plan, result)
 
-    if state.state == "pending" and plan.old.get("phase") != "Training":
-        plan.condition(TRAINED, "Unknown", "Scheduling", "waiting for the training pod to start")
-        plan.condition(READY, "False", "Training", "the release is not trained yet")
-        return plan.phase("Pending", "TrainingPending", f"training Job {job_name} is waiting for its pod")
+    if state.state == "pending" and plan.old.get("phase") != Phase.TRAINING:
+        plan.condition(TRAINED, "Unknown", R.SCHEDULING, "waiting for the training pod to start")
+        plan.condition(READY, "False", R.TRAINING, "the release is not trained yet")
+        return plan.phase(Phase.PENDING, R.TRAINING_PENDING, f"training Job {job_name} is waiting for its pod")
     # A Job between attempts (the last pod gone, its replacement not running yet) reads as pending:
     # once training has started that is still training, never a success.
     if state.state in ("running", "pending"):
-        plan.condition(TRAINED, "Unknown", "Training", f"training (attempt {max(state.attempts, 1)})")
-        plan.condition(READY, "False", "Training", "the release is not trained yet")
-        return plan.phase("Training", "TrainingStarted", f"training Job {job_name} is running")
+        plan.condition(TRAINED, "Unknown", R.TRAINING, f"training (attempt {max(state.attempts, 1)})")
+        plan.condition(READY, "False", R.TRAINING, "the release is not trained yet")
+        return plan.phase(Phase.TRAINING, R.TRAINING_STARTED, f"training Job {job_name} is running")
     if state.state == "failed":
         if result is not None and result.outcome == "Diverged":
-            plan.condition(TRAINED, "False", "LossDiverged", result.message or "the training loss diverged")
-            plan.condition(READY, "False", "Rejected", f"training loss diverged: {result.message}".strip())
-            return plan.phase("Rejected", "LossDiverged", f"training loss diverged: {result.message}".strip())
+            plan.condition(TRAINED, "False", R.LOSS_DIVERGED, result.message or "the training loss diverged")
+            plan.condition(READY, "False", R.REJECTED, f"training loss diverged: {result.message}".strip())
+            return plan.phase(Phase.REJECTED, R.LOSS_DIVERGED, f"training loss diverged: {result.message}".strip())
         # The trainer's own words (its result, or the log tail the kubelet kept) say most.
         detail = result.message if result else (raw or "").strip()[-2000:]
         message = "; ".join(part for part in (state.message, detail) if part) or state.reason
-        plan.condition(TRAINED, "False", state.reason or "JobFailed", message)
-        plan.condition(READY, "False", "Failed", f"training failed (checkpoints are kept): {message}")
-        return plan.phase("Failed", f"Training{state.reason or 'Failed'}", f"training Job {job_name} failed: {message}")
+        plan.condition(TRAINED, "False", state.reason or R.JOB_FAILED, message)
+        plan.condition(READY, "False", R.FAILED, f"training failed (checkpoints are kept): {message}")
+        return plan.phase(Phase.FAILED, f"Training{state.reason or 'Failed'}", f"training Job {job_name} failed: {message}")
 
     # succeeded
-    plan.condition(TRAINED, "True", "Trained", _trained_message(result))
+    plan.condition(TRAINED, "True", R.TRAINED_OK, _trained_message(result))
     guard = release.spec.evaluation.loss_guard if release.spec.evaluation else None
     if guard and guard.max_final_loss is not None and result and result.final_loss is not None \
             and result.final_loss > guard.max_final_loss:
         message = f"final training loss {result.final_loss:g} is above maxFinalLoss {guard.max_final_loss:g}"
-        plan.condition(EVALUATED, "False", "FinalLossTooHigh", message)
-        plan.condition(READY, "False", "Rejected", message)
-        return plan.phase("Rejected", "FinalLossTooHigh", message)
+        plan.condition(EVALUATED, "False", R.FINAL_LOSS_TOO_HIGH, message)
+        plan.condition(READY, "False", R.REJECTED, message)
+        return plan.phase(Phase.REJECTED, R.FINAL_LOSS_TOO_HIGH, message)
     return None
 
 
@@ -239,7 +240,7 @@ def _evaluation(plan: _Plan, observed: Observed, settings: OperatorSettings) -> 
     release = plan.release
     spec = release.spec.evaluation
     if spec is None:
-        plan.condition(EVALUATED, "True", "NotConfigured", "no evaluation configured")
+        plan.condition(EVALUATED, "True", R.NOT_CONFIGURED, "no evaluation configured")
         return None
     job_name = names.evaluation_job_name(release)
     bench = spec.benchmark.name or spec.benchmark.path
@@ -249,21 +250,21 @@ def _evaluation(plan: _Plan, observed: Observed, settings: OperatorSettings) -> 
         if cond.get(plan.status["conditions"], EVALUATED) and "score" in (plan.status.get("evaluation") or {}):
             return _gate(plan, plan.status["evaluation"]["score"])  # evaluated earlier; Job cleaned up
         plan.decision.create += render_evaluation.render(release, settings)
-        plan.condition(EVALUATED, "Unknown", "JobCreated", f"evaluation Job {job_name} created")
-        plan.condition(READY, "False", "Evaluating", f"scoring on {bench}")
-        return plan.phase("Evaluating", "EvaluationStarted", f"scoring on {bench}")
+        plan.condition(EVALUATED, "Unknown", R.JOB_CREATED, f"evaluation Job {job_name} created")
+        plan.condition(READY, "False", R.EVALUATING, f"scoring on {bench}")
+        return plan.phase(Phase.EVALUATING, R.EVALUATION_STARTED, f"scoring on {bench}")
     state = children.job_state(job)
     if state.state in ("pending", "running"):
-        plan.condition(EVALUATED, "Unknown", "Evaluating", f"scoring on {bench}")
-        plan.condition(READY, "False", "Evaluating", f"scoring on {bench}")
-        return plan.phase("Evaluating", "EvaluationStarted", f"scoring on {bench}")
+        plan.condition(EVALUATED, "Unknown", R.EVALUATING, f"scoring on {bench}")
+        plan.condition(READY, "False", R.EVALUATING, f"scoring on {bench}")
+        return plan.phase(Phase.EVALUATING, R.EVALUATION_STARTED, f"scoring on {bench}")
     message = children.termination_message(list(observed.evaluation_pods), render_evaluation.CONTAINER)
     result = children.parse_result(message, EvaluationResult)
     if state.state == "failed" or result is None:
         why = state.message or message or "the evaluation reported no score"
-        plan.condition(EVALUATED, "False", "EvaluationFailed", why)
-        plan.condition(READY, "False", "Failed", f"evaluation failed: {why}")
-        return plan.phase("Failed", "EvaluationFailed", f"evaluation Job {job_name} failed: {why}")
+        plan.condition(EVALUATED, "False", R.EVALUATION_FAILED, why)
+        plan.condition(READY, "False", R.FAILED, f"evaluation failed: {why}")
+        return plan.phase(Phase.FAILED, R.EVALUATION_FAILED, f"evaluation Job {job_name} failed: {why}")
     return _gate(plan, result.score)
 
 
@@ -274,10 +275,10 @@ def _gate(plan: _Plan, score: float) -> Decision | None:
     plan.section("evaluation", score=score, passed=passed)
     if not passed:
         message = f"score {score:g} is below minScore {spec.min_score:g}"
-        plan.condition(EVALUATED, "False", "ScoreBelowThreshold", message)
-        plan.condition(READY, "False", "Rejected", f"{message}: never served")
-        return plan.phase("Rejected", "ScoreBelowThreshold", message)
-    plan.condition(EVALUATED, "True", "Passed", f"score {score:g} >= minScore {spec.min_score:g}")
+        plan.condition(EVALUATED, "False", R.SCORE_BELOW_THRESHOLD, message)
+        plan.condition(READY, "False", R.REJECTED, f"{message}: never served")
+        return plan.phase(Phase.REJECTED, R.SCORE_BELOW_THRESHOLD, message)
+    plan.condition(EVALUATED, "True", R.PASSED, f"score {score:g} >= minScore {spec.min_score:g}")
     return None
 
 
@@ -290,53 +291,53 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
     pinned = children.template_label(view.deployment, names.RELEASE_LABEL)
     # Only a passed release pins the target, so the pinned one counts as passed even when the
     # view of its status lags behind; a release deleted since no longer counts.
-    candidates = [p for p in view.peers if p.name != release.name and p.phase not in TERMINAL
+    candidates = [p for p in view.peers if p.name != release.name and p.phase not in TERMINAL_PHASES
                   and (p.passed or p.name == pinned)]
     newest = max([me, *candidates], key=lambda p: (version_key(p.version), p.created, p.name))
     plan.section("serving", target=target, deployment=target, service=target,
                  endpoint=render_serving.endpoint(release))
 
     if newest.name != release.name:
-        if plan.old.get("phase") == "Serving" and newest.phase != "Serving":
+        if plan.old.get("phase") == Phase.SERVING and newest.phase != Phase.SERVING:
             return plan.decision  # its pods serve until the newer release's are ready
         serving = plan.status.get("serving") or {}
         plan.section("serving", supersededBy=newest.name,
                      servedUntil=serving.get("servedUntil") or (plan.now if serving.get("servingSince") else None))
-        plan.condition(DEPLOYED, "False", "Superseded", f"{newest.name} ({newest.version}) serves {target}")
-        plan.condition(READY, "False", "Superseded", f"{newest.name} ({newest.version}) serves {target}")
-        return plan.phase("Superseded", "Superseded", f"{newest.name} ({newest.version}) now serves {target}")
+        plan.condition(DEPLOYED, "False", R.SUPERSEDED, f"{newest.name} ({newest.version}) serves {target}")
+        plan.condition(READY, "False", R.SUPERSEDED, f"{newest.name} ({newest.version}) serves {target}")
+        return plan.phase(Phase.SUPERSEDED, R.SUPERSEDED, f"{newest.name} ({newest.version}) now serves {target}")
 
     previous_name = previous_release_name(release.name, view.deployment)
     previous = view.previous if view.previous and view.previous.name == previous_name else None
 
     if pinned == release.name:
         rollout = children.rollout_state(view.deployment or {})
-        if rollout.state == "failed" and plan.old.get("phase") == "RollingOut":
+        if rollout.state == "failed" and plan.old.get("phase") == Phase.ROLLING_OUT:
             return _roll_back(plan, previous, rollout.message, settings)
         # Otherwise the deadline belongs to a rollout this release did not start (e.g. the one
         # rolled back to it): its own template is being restored, so wait for that.
         plan.section("serving", readyReplicas=rollout.ready_replicas)
         if rollout.state != "complete":
             plan.decision.apply += _serving_objects(release, previous, settings)
-            plan.condition(DEPLOYED, "Unknown", "RollingOut", rollout.message)
-            plan.condition(READY, "False", "RollingOut", rollout.message)
-            return plan.phase("RollingOut", "RolloutStarted", f"rolling {target} to {release.spec.version}")
+            plan.condition(DEPLOYED, "Unknown", R.ROLLING_OUT, rollout.message)
+            plan.condition(READY, "False", R.ROLLING_OUT, rollout.message)
+            return plan.phase(Phase.ROLLING_OUT, R.ROLLOUT_STARTED, f"rolling {target} to {release.spec.version}")
         plan.decision.apply += _serving_objects(release, previous, settings)
         plan.section("serving", revision=release.spec.version,
                      servingSince=(plan.status.get("serving") or {}).get("servingSince") or plan.now)
         plan.status["serving"].pop("supersededBy", None)  # serving again, e.g. after a newer one rolled back
         plan.status["serving"].pop("servedUntil", None)
-        plan.condition(DEPLOYED, "True", "RolloutComplete", f"{target} serves {release.spec.version}")
-        plan.condition(READY, "True", "Serving", f"{target} serves {release.spec.version}")
-        return plan.phase("Serving", "Serving", f"{target} serves {release.spec.version}")
+        plan.condition(DEPLOYED, "True", R.ROLLOUT_COMPLETE, f"{target} serves {release.spec.version}")
+        plan.condition(READY, "True", R.SERVING, f"{target} serves {release.spec.version}")
+        return plan.phase(Phase.SERVING, R.SERVING, f"{target} serves {release.spec.version}")
 
     # Pin the target to this release; remember who served before, for rollback.
     plan.decision.apply += _serving_objects(release, previous, settings)
     if previous is not None:
         plan.section("serving", previousRevision=previous.spec.version)
-    plan.condition(DEPLOYED, "Unknown", "RollingOut", f"rolling {target} to {release.spec.version}")
-    plan.condition(READY, "False", "RollingOut", "new serving pods are not ready yet")
-    return plan.phase("RollingOut", "RolloutStarted", f"rolling {target} to {release.spec.version}")
+    plan.condition(DEPLOYED, "Unknown", R.ROLLING_OUT, f"rolling {target} to {release.spec.version}")
+    plan.condition(READY, "False", R.ROLLING_OUT, "new serving pods are not ready yet")
+    return plan.phase(Phase.ROLLING_OUT, R.ROLLOUT_STARTED, f"rolling {target} to {release.spec.version}")
 
 
 def previous_release_name(release_name: str, deployment: dict[str, Any] | None) -> str | None:
@@ -375,6 +376,6 @@ def _roll_back(plan: _Plan, previous: LegalModelRelease | None, why: str,
         restored = "; there is no previous revision to restore"
     message = f"new pods never became ready ({why}){restored}"
     plan.section("serving", readyReplicas=0)
-    plan.condition(DEPLOYED, "False", "ProgressDeadlineExceeded", message)
-    plan.condition(READY, "False", "RolledBack", message)
-    return plan.phase("RolledBack", "RolledBack", message)
+    plan.condition(DEPLOYED, "False", R.PROGRESS_DEADLINE_EXCEEDED, message)
+    plan.condition(READY, "False", R.ROLLED_BACK, message)
+    return plan.phase(Phase.ROLLED_BACK, R.ROLLED_BACK, message)

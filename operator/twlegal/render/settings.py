@@ -1,8 +1,10 @@
-"""Operator-wide settings the renderers need (images, mount points, security defaults)."""
+"""Operator-wide settings: what the renderers need (images, mount points, security defaults) and how
+the operator process runs (workers, resync, metrics). Every TWLEGAL_* variable is read here, once,
+through this validated model: a bad value stops the operator at start-up with the variable named."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +35,12 @@ class OperatorSettings(BaseModel):
     # "name/key" of Secrets for releases that name none (the chart's `defaults`).
     default_hub_token_secret: str | None = Field(None, pattern=r"^[a-z0-9][-a-z0-9.]*/[-._a-zA-Z0-9]+$")
     default_api_key_secret: str | None = Field(None, pattern=r"^[a-z0-9][-a-z0-9.]*/[-._a-zA-Z0-9]+$")
+    # The operator process itself (not rendered into any object).
+    workers: int = Field(8, ge=1, description="Threads that run reconciles (kopf's max_workers).")
+    resync_seconds: float = Field(60, gt=0, description="How often releases in flight are reconciled again.")
+    metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics port (0: off).")
+    kopf_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Level of kopf's per-object log lines (one per handler run is noise at scale).")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "OperatorSettings":

@@ -1,4 +1,5 @@
-"""`twlegal dev cluster up|down|status`: a local control plane in the background, like `kind create cluster`."""
+"""`twlegal-dev cluster up|down|status|load`: a local control plane (and node) in the background, like
+`kind create cluster`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import yamlio
-from ..api.crd import custom_resource_definition
+from twlegal import yamlio
+from twlegal.api.crd import custom_resource_definition
+
 from . import binaries
 
 
@@ -111,7 +113,7 @@ def load(args: argparse.Namespace) -> int:
     plane = _plane(args.name)
     node = _node(plane)
     if not node.running().get("containerd"):
-        print(f"cluster {args.name} has no node running: twlegal dev cluster up --node", file=sys.stderr)
+        print(f"cluster {args.name} has no node running: twlegal-dev cluster up --node", file=sys.stderr)
         return 1
     imported = node.load_docker_images(args.images, docker=args.docker)
     for image in args.images:
@@ -119,9 +121,9 @@ def load(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    dev = sub.add_parser("dev", help="local development helpers")
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twlegal-dev", description="twlegal's developer tools")
+    dev_sub = parser.add_subparsers(dest="dev_command", required=True)
     cluster = dev_sub.add_parser("cluster", help="a local Kubernetes control plane built from upstream sources")
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
     for name, func, helptext in (("up", up, "start it in the background and print the kubeconfig path"),
@@ -140,3 +142,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="twlegal", help="cluster name")
     p.add_argument("--docker", default=shutil.which("docker") or "docker", help="the Docker client to read from")
     p.set_defaults(func=load)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -23,9 +23,10 @@ from typing import Callable
 
 import yaml
 
-from tests.support.cluster import ROOT, Cluster, api_client
-from tests.support.tiny_model import build_tiny_model, make_volume
-from twlegal.devcluster import binaries
+from . import ROOT
+from .client import Cluster, api_client
+from .tiny_model import build_tiny_model, make_volume
+from . import binaries
 
 NAMESPACE = "default"
 OPERATOR_NAMESPACE = "twlegal-system"
@@ -63,8 +64,8 @@ class E2ECluster:
 
 
 def start_local(state_dir: Path) -> E2ECluster:
-    from twlegal.devcluster.controlplane import ControlPlane
-    from twlegal.devcluster.node import Node, node_ip
+    from .controlplane import ControlPlane
+    from .node import Node, node_ip
 
     for name in (*binaries.CONTROL_PLANE, *binaries.NODE):
         binaries.find(name)
@@ -94,9 +95,9 @@ def start_local(state_dir: Path) -> E2ECluster:
 
 
 def attach_local(state_dir: Path) -> E2ECluster:
-    """A running `twlegal dev cluster up --node` (state in `state_dir`): used by `make demo`."""
-    from twlegal.devcluster.controlplane import ControlPlane
-    from twlegal.devcluster.node import Node, node_ip
+    """A running `twlegal-dev cluster up --node` (state in `state_dir`): used by `make demo`."""
+    from .controlplane import ControlPlane
+    from .node import Node, node_ip
 
     plane = ControlPlane(state_dir, node_ip=node_ip())
     node = Node(state_dir / "node", plane)
@@ -210,7 +211,7 @@ class ClientLoop:
     output: Path | None = None
 
     def __enter__(self) -> "ClientLoop":
-        from tests.support.cluster import KUBECTL
+        from .client import KUBECTL
 
         in_loader(self.e2e, "rm", "-f", "/tmp/stop-client")
         self.output = Path(tempfile.mkstemp(prefix="twlegal-client-", suffix=".jsonl")[1])

@@ -1,8 +1,8 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
-kube-scheduler, built from upstream sources. For tests and `twlegal dev cluster`.
+kube-scheduler, built from upstream sources. For tests and `twlegal-dev cluster`.
 
 Each component is a child process; the state directory holds the PKI, etcd's data, logs, the
-admin kubeconfig and the pids, so `twlegal dev cluster down` can stop a cluster another process
+admin kubeconfig and the pids, so `twlegal-dev cluster down` can stop a cluster another process
 started.
 """
 

@@ -48,7 +48,7 @@ def _releases(args: argparse.Namespace) -> tuple[list[LegalModelRelease], str]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from . import history
+    from ..docs import history
 
     releases, where = _releases(args)
     rows = history.rows(history.of_target(releases, args.target))
@@ -61,7 +61,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from . import card  # huggingface_hub: only for this command
+    from ..docs import card  # huggingface_hub: only for this command
 
     releases, where = _releases(args)
     found = [r for r in releases if r.name == args.release]

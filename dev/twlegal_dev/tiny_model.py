@@ -7,7 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legal"
+from . import ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures" / "legal"  # data files, shared with the tests
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
            "<|finetune_right_pad_id|>"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..api import reasons
 from ..api.spec import Hyperparameters, LegalModelReleaseSpec
 
 # A last batch holding less than this share of a full batch is "nearly empty": one optimizer step
@@ -27,7 +28,7 @@ def unpinned_datasets(spec: LegalModelReleaseSpec) -> list[Finding]:
     if not names:
         return []
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return [Finding("UnpinnedDataset",
+    return [Finding(reasons.UNPINNED_DATASET,
                     f"{len(names)} of {len(spec.datasets)} datasets have no revision ({shown}): "
                     "the same release may train on different data; pin spec.datasets[].revision")]
 
@@ -35,7 +36,7 @@ def unpinned_datasets(spec: LegalModelReleaseSpec) -> list[Finding]:
 def warmup_not_below_total(hp: Hyperparameters, total_steps: int | None) -> list[Finding]:
     if total_steps is None or hp.warmup_steps < total_steps:
         return []
-    return [Finding("WarmupNotBelowTotalSteps",
+    return [Finding(reasons.WARMUP_NOT_BELOW_TOTAL_STEPS,
                     f"warmupSteps {hp.warmup_steps} is not below the {total_steps} optimizer steps of this run: "
                     f"the learning rate never reaches its peak {hp.learning_rate:g}")]
 
@@ -51,13 +52,13 @@ def nearly_empty_last_batch(hp: Hyperparameters, samples: int | None, world_size
         return []
     batch = global_batch(hp, world_size)
     if samples < batch:
-        return [Finding("BatchLargerThanEpoch",
+        return [Finding(reasons.BATCH_LARGER_THAN_EPOCH,
                         f"a global batch of {batch} samples ({hp.per_device_batch_size} per device x "
                         f"{hp.gradient_accumulation_steps} accumulation x {world_size} devices) is larger than "
                         f"the {samples} samples of an epoch: each epoch is a single, partial optimizer step")]
     rest = samples % batch
     if 0 < rest < NEARLY_EMPTY_SHARE * batch:
-        return [Finding("LastBatchNearlyEmpty",
+        return [Finding(reasons.LAST_BATCH_NEARLY_EMPTY,
                         f"{samples} samples in global batches of {batch} leave {rest} samples "
                         f"({100 * rest / batch:.1f}% of a batch) for the last optimizer step of each epoch")]
     return []

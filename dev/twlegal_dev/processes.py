@@ -1,5 +1,5 @@
 """The child processes of the local cluster (control plane, node): each logged to a file and
-recorded by pid in a state directory, so `twlegal dev cluster down` can stop processes that
+recorded by pid in a state directory, so `twlegal-dev cluster down` can stop processes that
 another process started."""
 
 from __future__ import annotations
