@@ -20,7 +20,7 @@ _FLOAT_12 = re.compile(
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
-def _yaml12_floats() -> dict[str, list]:
+def _yaml12_floats() -> dict[str, list[Any]]:
     """SafeLoader's resolvers (copied, never mutated) with YAML 1.2's float syntax."""
     table = {first: [r for r in resolvers if r[0] != _FLOAT_TAG]
              for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}

@@ -19,7 +19,7 @@ CEL_KEY = "x-kubernetes-validations"
 QUANTITY_MARK = "x-twlegal-quantity"
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict:
+def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """One x-kubernetes-validations rule (a CEL expression that must hold)."""
     entry: dict[str, Any] = {"rule": rule, "message": message}
     if field_path:
@@ -29,12 +29,12 @@ def cel(rule: str, message: str, *, field_path: str | None = None, reason: str |
     return entry
 
 
-def immutable(what: str) -> dict:
+def immutable(what: str) -> dict[str, Any]:
     """A transition rule: the field may not change once the release exists."""
     return cel("self == oldSelf", f"{what} is immutable: create a new release instead")
 
 
-def rules(*entries: dict) -> dict:
+def rules(*entries: dict[str, Any]) -> dict[str, Any]:
     return {CEL_KEY: list(entries)}
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from .common import CEL_KEY, QUANTITY_MARK
 from .release import (
     API_VERSION,
@@ -96,13 +98,14 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 def _quantity_pattern(node: dict[str, Any]) -> str:
     for branch in node.get("anyOf", []):
         if "pattern" in branch:
-            return branch["pattern"]
+            return str(branch["pattern"])
     raise ValueError("quantity field without a string pattern")
 
 
-def schema_of(model: type) -> dict[str, Any]:
-    raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _structural(raw, raw.get("$defs", {}))
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    raw: dict[str, Any] = model.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
+    return schema
 
 
 def open_api_schema() -> dict[str, Any]:

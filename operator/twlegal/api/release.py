@@ -39,8 +39,8 @@ class LegalModelRelease(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    api_version: Literal["twlegal.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
-    kind: Literal["LegalModelRelease"] = KIND
+    api_version: Literal["twlegal.io/v1alpha1"] = Field("twlegal.io/v1alpha1", alias="apiVersion")
+    kind: Literal["LegalModelRelease"] = "LegalModelRelease"
     metadata: ObjectMeta
     spec: LegalModelReleaseSpec
     status: LegalModelReleaseStatus | None = None

@@ -14,6 +14,8 @@ from functools import lru_cache
 from typing import Any
 
 import celpy
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
 
 from .common import CEL_KEY, DNS_LABEL, QUANTITY_PATTERN, RELATIVE_PATH_PATTERN, REPO_ID_PATTERN
@@ -101,8 +103,8 @@ def _cel_problems(schema: dict[str, Any], value: Any, path: str) -> list[Problem
         if "oldSelf" in entry["rule"]:
             continue  # transition rules need the stored object: only the API server can check them
         try:
-            result = _program(entry["rule"]).evaluate({"self": celpy.json_to_cel(value)})
-        except celpy.CELEvalError as exc:  # pragma: no cover - a rule bug, not a user error
+            result = _program(entry["rule"]).evaluate({"self": json_to_cel(value)})
+        except CELEvalError as exc:  # pragma: no cover - a rule bug, not a user error
             problems.append(Problem(path, f"rule {entry['rule']!r} failed to evaluate: {exc}"))
             continue
         if not bool(result):

@@ -50,7 +50,7 @@ def card_data(release: LegalModelRelease) -> ModelCardData:
     eval_results = None
     bench = spec.evaluation.benchmark if spec.evaluation else None
     if bench is not None and evaluation.get("score") is not None:
-        bench_id = bench.name or bench.path
+        bench_id = bench.name or bench.path or ""  # the API requires one of the two
         eval_results = [EvalResult(
             task_type="text-generation", dataset_type=bench_id, dataset_name=bench_id,
             dataset_split=bench.split, dataset_revision=bench.revision,

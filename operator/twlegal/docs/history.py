@@ -80,7 +80,7 @@ def row(release: LegalModelRelease) -> Row:
     finished = (serving.get("servingSince") if phase in (Phase.SERVING, Phase.SUPERSEDED) else None) \
         or (ready.get("lastTransitionTime") if phase not in (None, Phase.PENDING, Phase.TRAINING, Phase.EVALUATING) else None) \
         or (status.get("training") or {}).get("completionTime") \
-        or release.metadata.model_extra.get("creationTimestamp")
+        or (release.metadata.model_extra or {}).get("creationTimestamp")
     card = release.spec.card
     return Row(
         version=release.spec.version, date=finished[:10] if finished else None, phase=phase,

@@ -24,20 +24,24 @@ class JobState:
 def job_state(job: dict[str, Any]) -> JobState:
     status = job.get("status") or {}
     attempts = int(status.get("active", 0)) + int(status.get("failed", 0)) + int(status.get("succeeded", 0))
-    common = {"attempts": attempts, "start_time": status.get("startTime"),
-              "completion_time": status.get("completionTime")}
+    start, completion = status.get("startTime"), status.get("completionTime")
+
+    def state(name: Literal["pending", "running", "succeeded", "failed"], reason: str = "",
+              message: str = "") -> JobState:
+        return JobState(name, reason, message, attempts=attempts, start_time=start, completion_time=completion)
+
     for cond in status.get("conditions") or []:
         if cond.get("status") != "True":
             continue
         if cond.get("type") == "Complete":
-            return JobState("succeeded", cond.get("reason", "Completed"), cond.get("message", ""), **common)
+            return state("succeeded", cond.get("reason", "Completed"), cond.get("message", ""))
         if cond.get("type") == "Failed":
-            return JobState("failed", cond.get("reason", "Failed"), cond.get("message", ""), **common)
+            return state("failed", cond.get("reason", "Failed"), cond.get("message", ""))
     uncounted = status.get("uncountedTerminatedPods") or {}
     if int(status.get("ready", 0)) > 0 or int(status.get("failed", 0)) > 0 \
             or int(status.get("succeeded", 0)) > 0 or uncounted.get("succeeded") or uncounted.get("failed"):
-        return JobState("running", **common)  # a pod ran; the Job controller has not concluded yet
-    return JobState("pending", **common)
+        return state("running")  # a pod ran; the Job controller has not concluded yet
+    return state("pending")
 
 
 def is_finished(job: dict[str, Any] | None) -> bool:
@@ -47,13 +51,13 @@ def is_finished(job: dict[str, Any] | None) -> bool:
 def termination_message(pods: list[dict[str, Any]], container: str) -> str | None:
     """The termination message of `container` in the newest pod that has one."""
     def created(pod: dict[str, Any]) -> str:
-        return pod.get("metadata", {}).get("creationTimestamp") or ""
+        return str(pod.get("metadata", {}).get("creationTimestamp") or "")
 
     for pod in sorted(pods, key=created, reverse=True):
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (status.get("state") or {}).get("terminated")
             if status.get("name") == container and terminated and terminated.get("message"):
-                return terminated["message"]
+                return str(terminated["message"])
     return None
 
 

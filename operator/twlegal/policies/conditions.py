@@ -35,7 +35,7 @@ def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, rea
         "status": status,
         "reason": reason,
         "message": message[:32768],
-        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+        "lastTransitionTime": now if old is None or changed else old.get("lastTransitionTime", now),
     }
     if generation is not None:
         cond["observedGeneration"] = generation

@@ -7,6 +7,7 @@ operator's InputsPinned condition and the model card, so the three never disagre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..api import reasons
 from ..api.spec import Hyperparameters, LegalModelReleaseSpec
@@ -70,7 +71,7 @@ def check_run(hp: Hyperparameters, *, total_steps: int | None, samples: int | No
     return [*warmup_not_below_total(hp, total_steps), *nearly_empty_last_batch(hp, samples, world_size)]
 
 
-def check_release(spec: LegalModelReleaseSpec, training: dict | None = None) -> list[Finding]:
+def check_release(spec: LegalModelReleaseSpec, training: dict[str, Any] | None = None) -> list[Finding]:
     """Every finding about a release: its spec, and the run's figures from status.training."""
     training = training or {}
     hp = spec.training.hyperparameters

@@ -51,7 +51,7 @@ class Peer:
         conds = status.get("conditions") or []
         passed = cond.is_true(conds, TRAINED) and cond.is_true(conds, EVALUATED)
         return cls(release.name, release.spec.version, status.get("phase"), passed,
-                   str(release.metadata.model_extra.get("creationTimestamp", "")))
+                   str((release.metadata.model_extra or {}).get("creationTimestamp", "")))
 
 
 @dataclass(frozen=True)
