@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.cases import load_example  # noqa: E402
+from tests.support.fake_kubelet import FakeKubelet  # noqa: E402
 from twlegal_dev.cli import kubectl_path  # noqa: E402
 from twlegal_dev.controlplane import ControlPlane, free_port  # noqa: E402
-from tests.support.fake_kubelet import FakeKubelet  # noqa: E402
 
 NS = "bench"
 
@@ -44,7 +44,7 @@ def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] * 1000, 1)
+    return round(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000, 1)
 
 
 def summary(values: list[float]) -> dict:
@@ -139,7 +139,7 @@ def start_operator(kubeconfig: Path, log: Path) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TWLEGAL_METRICS_PORT": str(port),
            "TWLEGAL_RESYNC_SECONDS": "300", "TWLEGAL_WORKERS": "8"}
     proc = subprocess.Popen([sys.executable, "-m", "twlegal.cli", "operator", "--liveness-port", "0"],
-                            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+                            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child owns it
     return proc, port
 
 

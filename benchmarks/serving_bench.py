@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from twlegal_dev.tiny_model import FIXTURES, build_tiny_model  # noqa: E402
 from twlegal.contracts.serving import ServingLaunch  # noqa: E402
 from twlegal_dev.controlplane import free_port  # noqa: E402
+from twlegal_dev.tiny_model import FIXTURES, build_tiny_model  # noqa: E402
 
 NEW_TOKENS = 64
 
@@ -58,7 +58,7 @@ def vllm(model: Path, texts: list[str]) -> dict:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() - started > 600:
-                    raise RuntimeError("vLLM did not start")
+                    raise RuntimeError("vLLM did not start") from None
                 time.sleep(0.5)
         out = {"ready_after_start_s": round(time.monotonic() - started, 1)}
         post(port, texts[0])  # warm-up

@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TWLEGAL_TERMINATION_LOG", os.devnull)
 
 from tests.cases import load_example  # noqa: E402
-from twlegal_dev.tiny_model import FIXTURES, build_tiny_model  # noqa: E402
 from twlegal.api.release import LegalModelRelease  # noqa: E402
 from twlegal.render import OperatorSettings  # noqa: E402
 from twlegal.render.training import training_config  # noqa: E402
+from twlegal_dev.tiny_model import FIXTURES, build_tiny_model  # noqa: E402
 
 
 def padding_share(config) -> float:

@@ -74,7 +74,7 @@ def _resync_loop(stop: threading.Event, interval: float) -> None:
                 continue
             try:
                 reconciler().reconcile(namespace, name)
-            except Exception:  # noqa: BLE001 - keep the loop alive; the error is counted and logged
+            except Exception:
                 log.exception("resync of %s/%s failed", namespace, name)
 
 

@@ -121,7 +121,7 @@ class Kube:
 
     def emit_event(self, release: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = release["metadata"]
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             # client-go's naming: <object>.<hex nanoseconds>

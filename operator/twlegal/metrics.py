@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from typing import Mapping
+from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 

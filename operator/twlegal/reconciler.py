@@ -7,15 +7,15 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kubernetes.client.rest import ApiException
 
 from . import metrics
 from .api.release import LegalModelRelease
 from .kube import Kube
-from .policies import Observed, Peer, ServingView, decide, previous_release_name, settled_stages
-from .policies import children
+from .policies import Observed, Peer, ServingView, children, decide, previous_release_name, settled_stages
 from .render import names
 from .render.settings import OperatorSettings
 
@@ -23,7 +23,7 @@ log = logging.getLogger("twlegal.reconciler")
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 PeersLookup = Callable[[str, str], "list[Peer] | None"]

@@ -18,8 +18,8 @@ from tests.support.cluster import ROOT
 from twlegal.contracts.serving import ServingLaunch
 from twlegal.contracts.training import ExitCode
 from twlegal_dev.controlplane import free_port
-
 from twlegal_dev.tiny_model import make_volume
+
 from .test_trainer import config_for, run_trainer
 
 API_KEY = "test-key-0123456789"
@@ -41,7 +41,7 @@ class Server:
         env = {**os.environ, "TWLEGAL_API_KEY": API_KEY, "VLLM_CPU_KVCACHE_SPACE": "1"}
         self.log = workdir / "server.log"
         self.proc = subprocess.Popen([vllm_python(), "-m", "twlegal_server.launcher", *launch.to_argv()],
-                                     env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+                                     env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child owns it
         self.started = time.monotonic()
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:

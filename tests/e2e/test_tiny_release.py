@@ -14,10 +14,10 @@ import time
 import pytest
 
 from tests.cases import TINY_RELEASE, load_example
-from twlegal_dev import scenario as steps
 from tests.support.cluster import wait_for
 from twlegal.api.release import LegalModelRelease
 from twlegal.render import names
+from twlegal_dev import scenario as steps
 
 FIRST = load_example()
 TARGET = FIRST["spec"]["serving"]["target"]

@@ -10,6 +10,7 @@ scheduling) is the real Kubernetes controllers' work.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -26,7 +27,7 @@ NODE = "twlegal-fake-gpu-0"
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -60,7 +61,7 @@ class FakeKubelet:
             setattr(behaviour, key, value)
 
     # --- node ----------------------------------------------------------------------------------
-    def start(self) -> "FakeKubelet":
+    def start(self) -> FakeKubelet:
         core = client.CoreV1Api(self.api)
         node = {
             "apiVersion": "v1", "kind": "Node",
@@ -99,7 +100,7 @@ class FakeKubelet:
         lease_api = client.CoordinationV1Api(self.api)
         lease = {"metadata": {"name": NODE, "namespace": "kube-node-lease"},
                  "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40,
-                          "renewTime": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+                          "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
         try:
             lease_api.patch_namespaced_lease(NODE, "kube-node-lease", {"spec": lease["spec"]})
         except ApiException as exc:
@@ -129,10 +130,8 @@ class FakeKubelet:
     def _step(self, core: client.CoreV1Api, pod: Any) -> None:
         meta = pod.metadata
         if meta.deletion_timestamp is not None:
-            try:
+            with contextlib.suppress(ApiException):
                 core.delete_namespaced_pod(meta.name, meta.namespace, grace_period_seconds=0)
-            except ApiException:
-                pass
             return
         if meta.uid in self._done:
             return

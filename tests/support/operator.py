@@ -46,7 +46,7 @@ class OperatorProcess:
     starts: int = 0
 
     @classmethod
-    def install(cls, cluster: Cluster, workdir: Path) -> "OperatorProcess":
+    def install(cls, cluster: Cluster, workdir: Path) -> OperatorProcess:
         helm_install(cluster)
         token = cluster.kubectl("create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=6h").stdout.strip()
         view = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)

@@ -21,7 +21,7 @@ def test_the_crd_enumerates_exactly_the_phase_enum():
 
 
 def test_terminal_phases_are_phases_and_never_serve():
-    assert TERMINAL_PHASES == {Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK}
+    assert {Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK} == TERMINAL_PHASES
     assert Phase.SERVING not in TERMINAL_PHASES and "Failed" in TERMINAL_PHASES  # StrEnum: plain strings match
 
 

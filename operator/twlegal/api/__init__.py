@@ -5,6 +5,13 @@ from .spec import LegalModelReleaseSpec
 from .status import PHASES, LegalModelReleaseStatus
 
 __all__ = [
-    "API_VERSION", "GROUP", "KIND", "PLURAL", "VERSION", "PHASES",
-    "LegalModelRelease", "LegalModelReleaseSpec", "LegalModelReleaseStatus",
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PHASES",
+    "PLURAL",
+    "VERSION",
+    "LegalModelRelease",
+    "LegalModelReleaseSpec",
+    "LegalModelReleaseStatus",
 ]

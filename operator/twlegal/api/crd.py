@@ -90,8 +90,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = value
     if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
         del out["additionalProperties"]  # closed by pruning; kubectl's strict validation reports typos
-    if "propertyNames" in out:
-        del out["propertyNames"]
+    out.pop("propertyNames", None)
     return out
 
 
@@ -162,4 +161,4 @@ def custom_resource_definition() -> dict[str, Any]:
     }
 
 
-__all__ = ["custom_resource_definition", "open_api_schema", "schema_of", "API_VERSION"]
+__all__ = ["API_VERSION", "custom_resource_definition", "open_api_schema", "schema_of"]

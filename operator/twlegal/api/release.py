@@ -54,6 +54,6 @@ class LegalModelRelease(BaseModel):
         return self.metadata.namespace or "default"
 
     @classmethod
-    def from_object(cls, obj: dict[str, Any]) -> "LegalModelRelease":
+    def from_object(cls, obj: dict[str, Any]) -> LegalModelRelease:
         """Parse an object as read from YAML or the API server (spec strictly, status leniently)."""
         return cls.model_validate(obj)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from .common import (
     DNS_LABEL,
@@ -36,12 +36,12 @@ SPLIT_NEEDS_NAME = cel("!has(self.split) || has(self.name)", "split only applies
 class BaseModelRef(ApiModel):
     """The model to fine-tune: a hub repository pinned to a revision, or a path on the storage volume."""
 
-    model_config = {"json_schema_extra": rules(
+    model_config = ConfigDict(json_schema_extra=rules(
         NAME_XOR_PATH,
         cel("!has(self.name) || has(self.revision)",
             "revision is required with name: pin the base model so the release is reproducible"),
         REVISION_NEEDS_NAME,
-    )}
+    ))
 
     name: RepoId | None = Field(None, description="Hub repository id, e.g. lianghsun/Llama-3.2-Taiwan-3B.")
     revision: Revision | None = Field(
@@ -59,7 +59,7 @@ DatasetFormat = Literal["auto", "alpaca", "messages", "sharegpt"]
 class DatasetRef(ApiModel):
     """One training dataset: a hub dataset (optionally pinned) or a file/directory on the storage volume."""
 
-    model_config = {"json_schema_extra": rules(NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME)}
+    model_config = ConfigDict(json_schema_extra=rules(NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME))
 
     name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-nlp.")
     revision: Revision | None = Field(
@@ -203,7 +203,7 @@ class LossGuard(ApiModel):
 class BenchmarkRef(ApiModel):
     """A multiple-choice benchmark (JSONL of question, choices, answer), from the hub or the volume."""
 
-    model_config = {"json_schema_extra": rules(NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME)}
+    model_config = ConfigDict(json_schema_extra=rules(NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME))
 
     name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-benchmark-v1.")
     revision: Revision | None = Field(None, description="Hub revision of the benchmark.")
@@ -317,13 +317,13 @@ class Card(ApiModel):
 class LegalModelReleaseSpec(ApiModel):
     """One versioned release of a fine-tuned Taiwan-legal model."""
 
-    model_config = {"json_schema_extra": rules(
+    model_config = ConfigDict(json_schema_extra=rules(
         cel("!self.hub.offline || (!has(self.baseModel.name) && self.datasets.all(d, !has(d.name)))",
             "hub.offline requires baseModel.path and a path for every dataset",
             field_path=".hub.offline"),
         cel("!has(self.evaluation) || !has(self.evaluation.benchmark.name) || !self.hub.offline",
             "hub.offline requires evaluation.benchmark.path", field_path=".evaluation.benchmark"),
-    )}
+    ))
 
     model: RepoId = Field(description="Repository id of the released model, e.g. lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct.")
     version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN, max_length=64)] = Field(

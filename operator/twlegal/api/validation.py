@@ -10,7 +10,7 @@ Each problem names the field path, e.g. `spec.training.hyperparameters.learningR
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import celpy
@@ -91,7 +91,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return list(seen.values())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _program(rule: str) -> Any:
     env = celpy.Environment()
     return env.program(env.compile(rule))

@@ -12,10 +12,10 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..api.release import LegalModelRelease
-from ..render import names
-from ..render import serving as render_serving
 from ..api.status import TERMINAL_PHASES
 from ..policies import consistency
+from ..render import names
+from ..render import serving as render_serving
 from . import history
 
 NOT_REPORTED = "*not reported*"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from ..api.status import Phase
 from ..api.release import LegalModelRelease
+from ..api.status import Phase
 from ..policies import conditions as cond
 from ..policies.lifecycle import version_key
 from ..render import names
@@ -117,7 +118,7 @@ def table(history: list[Row]) -> str:
         lines.append([r.version, r.date or MISSING, r.phase or MISSING, _score(r.score),
                       *([summary] if with_summary else []), r.reason])
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
-    return "".join("   ".join([*(cell.ljust(w) for cell, w in zip(line, widths)), line[-1]]) + "\n"
+    return "".join("   ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]]) + "\n"
                    for line in lines)
 
 

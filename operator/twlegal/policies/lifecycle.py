@@ -18,13 +18,12 @@ from ..api.release import LegalModelRelease
 from ..api.status import SECTIONS, TERMINAL_PHASES, WARNING_PHASES, Phase
 from ..contracts.evaluation import EvaluationResult
 from ..contracts.training import TrainingResult
-from . import consistency
 from ..render import evaluation as render_evaluation
 from ..render import names, pod
 from ..render import serving as render_serving
 from ..render import training as render_training
 from ..render.settings import OperatorSettings
-from . import children
+from . import children, consistency
 from . import conditions as cond
 from .conditions import DEPLOYED, EVALUATED, INPUTS_PINNED, READY, TRAINED
 
@@ -46,7 +45,7 @@ class Peer:
     created: str = ""
 
     @classmethod
-    def of(cls, release: LegalModelRelease) -> "Peer":
+    def of(cls, release: LegalModelRelease) -> Peer:
         status = release.status.to_wire() if release.status else {}
         conds = status.get("conditions") or []
         passed = cond.is_true(conds, TRAINED) and cond.is_true(conds, EVALUATED)
@@ -94,7 +93,7 @@ class _Plan:
         self.release = release
         self.now = now
         self.old = release.status.to_wire() if release.status else {}
-        self.status = {k: v for k, v in self.old.items()}
+        self.status = dict(self.old.items())
         self.status["observedGeneration"] = release.metadata.generation
         self.status.setdefault("conditions", [])
         self.decision = Decision(self.status, previous=self.old)

@@ -23,4 +23,4 @@ def render_stage(release: LegalModelRelease, stage: Stage,
     return _RENDERERS[stage](release, settings)
 
 
-__all__ = ["STAGES", "DEFAULT_SETTINGS", "OperatorSettings", "Stage", "render_stage"]
+__all__ = ["DEFAULT_SETTINGS", "STAGES", "OperatorSettings", "Stage", "render_stage"]

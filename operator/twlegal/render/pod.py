@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.common import SecretKeyRef
-from ..api.spec import ComputeResources
 from ..api.release import API_VERSION, KIND, LegalModelRelease
+from ..api.spec import ComputeResources
 from .settings import OperatorSettings
 
 STORAGE_VOLUME = "models"

@@ -4,7 +4,8 @@ through this validated model: a bad value stops the operator at start-up with th
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,7 +44,7 @@ class OperatorSettings(BaseModel):
         "WARNING", description="Level of kopf's per-object log lines (one per handler run is noise at scale).")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "OperatorSettings":
+    def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
         """TWLEGAL_<FIELD> variables, e.g. TWLEGAL_TRAINER_IMAGE, TWLEGAL_ROLLOUT_DEADLINE_SECONDS."""
         values = {name: env[f"TWLEGAL_{name.upper()}"] for name in cls.model_fields
                   if f"TWLEGAL_{name.upper()}" in env}
