@@ -8,41 +8,14 @@ SIGTERM and drains in-flight requests itself. Nothing vLLM does is re-implemente
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 from pathlib import Path
 
+from twlegal.contracts import manifest
 from twlegal.contracts.serving import API_KEY_ENV, ServingLaunch
-from twlegal.contracts.training import MANIFEST_FILE
 
 EXIT_REFUSED = 3
-
-
-class Refused(Exception):
-    """The weights are not the revision the release pins."""
-
-
-def verify(model_dir: Path, revision: str) -> None:
-    manifest_path = model_dir / MANIFEST_FILE
-    if not model_dir.is_dir():
-        raise Refused(f"revision {revision}: model directory {model_dir} does not exist")
-    if not manifest_path.is_file():
-        raise Refused(f"revision {revision}: {manifest_path} is missing (not published by the trainer?)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("version") != revision:
-        raise Refused(f"{model_dir} holds revision {manifest.get('version')!r}, but {revision!r} is pinned")
-    for name, expected in manifest["files"].items():
-        path = model_dir / name
-        if not path.is_file():
-            raise Refused(f"revision {revision}: {name} is missing")
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
-            raise Refused(f"revision {revision}: {name} does not match its checksum (corrupted or replaced)")
 
 
 def vllm_argv(launch: ServingLaunch, env: dict[str, str]) -> list[str]:
@@ -76,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     launch = ServingLaunch.from_argv(list(sys.argv[1:] if argv is None else argv))
     if launch.verify_manifest and Path(launch.model).is_absolute():
         try:
-            verify(Path(launch.model), launch.revision)
-        except Refused as exc:
+            manifest.verify(Path(launch.model), launch.revision)
+        except manifest.ManifestError as exc:
             print(f"twlegal-serve: refusing to start: {exc}", file=sys.stderr, flush=True)
             return EXIT_REFUSED
     env = dict(os.environ)
     command = vllm_argv(launch, env)
     print("twlegal-serve: " + " ".join("***" if prev == "--api-key" else a
-                                       for prev, a in zip([""] + command, command)), flush=True)
+                                       for prev, a in zip(["", *command], command, strict=False)), flush=True)
     os.execve(command[0], command, vllm_env(launch, env))
     return 0  # not reached
 

@@ -17,11 +17,11 @@ from huggingface_hub import ModelCard
 from tests.cases import load_example
 from twlegal.api.release import LegalModelRelease
 from twlegal.contracts import TrainingResult
-from twlegal.contracts.training import CARD_FILE, MANIFEST_FILE, ExitCode, TrainingConfig
+from twlegal.contracts.manifest import MANIFEST_FILE, sha256
+from twlegal.contracts.training import CARD_FILE, ExitCode, TrainingConfig
 from twlegal.render import OperatorSettings
 from twlegal.render.training import training_config
 from twlegal_trainer import provenance
-from twlegal_trainer.artifacts import sha256
 from twlegal_trainer.chat import IGNORE, LLAMA3_TEMPLATE, encode_llama3, pack
 
 TRAINER = [sys.executable, "-m", "twlegal_trainer.cli"]
@@ -41,8 +41,9 @@ def run_trainer(config: TrainingConfig, tmp: Path, *, wait: bool = True, env: di
     termination = tmp / "termination-log"
     environ = {**os.environ, "TWLEGAL_TERMINATION_LOG": str(termination), "DS_ACCELERATOR": "cpu",
                "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.Popen([*TRAINER, "run", "--config", str(path)], env=environ,
-                            stdout=open(tmp / "trainer.log", "ab"), stderr=subprocess.STDOUT)
+    with open(tmp / "trainer.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([*TRAINER, "run", "--config", str(path)], env=environ,
+                                stdout=log, stderr=subprocess.STDOUT)
     if not wait:
         return proc, termination
     code = proc.wait(timeout=900)
@@ -103,7 +104,7 @@ def test_prompt_tokens_are_masked_and_packing_never_crosses_the_cutoff(tiny_mode
     messages = [{"role": "system", "content": "你是法律助理。"}, {"role": "user", "content": "民法第6條？"},
                 {"role": "assistant", "content": "人之權利能力，始於出生，終於死亡。"}]
     example = encode_llama3(tokenizer, messages, cutoff=512)
-    learned = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE]
+    learned = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE]
     assert tokenizer.decode(learned) == "人之權利能力，始於出生，終於死亡。<|eot_id|>"
     tokenizer.chat_template = LLAMA3_TEMPLATE
     assert example.input_ids == tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False), "same as serving"
@@ -143,7 +144,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_step_count
 def test_deepspeed_with_two_ranks_halves_the_loss(volume, tmp_path):
     config = config_for(volume, epochs=10, learningRate=5e-3)
     config = config.model_copy(update={"processes": 2})
-    code, result = run_trainer(config, tmp_path)
+    code, _ = run_trainer(config, tmp_path)
     assert code == ExitCode.SUCCEEDED, (tmp_path / "trainer.log").read_text()[-4000:]
     first, last = first_and_last_loss(Path(config.checkpoint_dir))
     assert last <= first / 2, (first, last)

@@ -1,4 +1,5 @@
-"""The server launcher's mapping and its refusal to serve the wrong weights (no vLLM needed)."""
+"""The server launcher's mapping and its refusal to serve the wrong weights (no vLLM needed); the
+manifest contract itself is tested in test_manifest.py."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from twlegal.contracts.manifest import MANIFEST_FILE, ManifestError, verify, write
 from twlegal.contracts.serving import ServingLaunch
-from twlegal_server.launcher import EXIT_REFUSED, Refused, main, verify, vllm_argv, vllm_env
-from twlegal_trainer.artifacts import write_manifest
+from twlegal_server.launcher import EXIT_REFUSED, main, vllm_argv, vllm_env
 
 
 def published(tmp_path: Path, version: str = "v0.1.0") -> Path:
@@ -16,7 +17,7 @@ def published(tmp_path: Path, version: str = "v0.1.0") -> Path:
     model.mkdir(parents=True)
     (model / "model.safetensors").write_bytes(b"weights")
     (model / "config.json").write_text("{}")
-    write_manifest(model, "m", version)
+    write(model, "m", version)
     return model
 
 
@@ -46,18 +47,21 @@ def test_the_published_revision_passes(tmp_path):
 def test_corrupted_weights_are_refused_naming_the_file(tmp_path):
     model = published(tmp_path)
     (model / "model.safetensors").write_bytes(b"tampered")
-    with pytest.raises(Refused, match="model.safetensors does not match its checksum"):
+    with pytest.raises(ManifestError, match=r"model\.safetensors does not match its checksum"):
         verify(model, "v0.1.0")
 
 
 def test_a_wrong_or_missing_revision_is_refused_naming_it(tmp_path, capsys):
     model = published(tmp_path, "v0.1.0")
-    with pytest.raises(Refused, match="holds revision 'v0.1.0', but 'v0.2.0' is pinned"):
+    with pytest.raises(ManifestError, match=r"holds revision 'v0\.1\.0', but 'v0\.2\.0' is pinned"):
         verify(model, "v0.2.0")
     missing = tmp_path / "releases" / "m" / "v0.3.0"
     assert main(["--model", str(missing), "--revision", "v0.3.0", "--served-model-name", "m",
                  "--max-model-len", "64"]) == EXIT_REFUSED
     assert "revision v0.3.0" in capsys.readouterr().err
-    (model / "twlegal-manifest.json").unlink()
-    with pytest.raises(Refused, match="twlegal-manifest.json is missing"):
+    (model / MANIFEST_FILE).unlink()
+    with pytest.raises(ManifestError, match=r"twlegal-manifest\.json is missing"):
         verify(model, "v0.1.0")
+    assert main(["--model", str(model), "--revision", "v0.1.0", "--served-model-name", "m",
+                 "--max-model-len", "64"]) == EXIT_REFUSED
+    assert "refusing to start: revision v0.1.0:" in capsys.readouterr().err

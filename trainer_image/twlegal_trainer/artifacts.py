@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
 
-from twlegal.contracts.training import CARD_FILE, MANIFEST_FILE, RESULT_FILE, TrainingConfig, TrainingResult
+from twlegal.contracts import manifest
+from twlegal.contracts.termination import write_termination_message
+from twlegal.contracts.training import CARD_FILE, RESULT_FILE, TrainingConfig, TrainingResult
 
 COMPLETE_MARK = "twlegal-complete.json"  # written after a checkpoint is fully saved
+# Written beside the published weights, after their manifest: not part of them, so not listed.
+BESIDE_WEIGHTS = (RESULT_FILE, CARD_FILE)
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -33,41 +36,26 @@ def newest_complete_checkpoint(directory: Path) -> tuple[Path | None, int | None
     return path, json.loads((path / COMPLETE_MARK).read_text())["worldSize"]
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])
 
 
-def write_manifest(directory: Path, model: str, version: str) -> str:
-    """A manifest of every file's sha256; returns the sha256 of the manifest itself."""
-    files = {str(p.relative_to(directory)): sha256(p) for p in sorted(directory.rglob("*"))
-             if p.is_file() and p.name not in (MANIFEST_FILE, RESULT_FILE, CARD_FILE)}
-    manifest = json.dumps({"model": model, "version": version, "files": files}, indent=2, sort_keys=True)
-    (directory / MANIFEST_FILE).write_text(manifest + "\n")
-    return "sha256:" + hashlib.sha256((manifest + "\n").encode()).hexdigest()
-
-
-def publish(staging: Path, final: Path) -> None:
-    """Make the weights visible at their final path in one rename (never half-published)."""
+def publish(staging: Path, final: Path, model: str, version: str) -> str:
+    """Seal the staged weights with their checksum manifest, then make them visible at their final
+    path in one rename (never half-published). Returns the manifest's checksum."""
+    checksum = manifest.write(staging, model, version, exclude=BESIDE_WEIGHTS)
     if final.exists():
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)
+    return checksum
 
 
 def report(result: TrainingResult, beside: Path | None) -> None:
     """The result beside the weights (when published) and as the termination message."""
     if beside is not None and beside.is_dir():
         (beside / RESULT_FILE).write_text(json.dumps(result.to_wire(), indent=2, ensure_ascii=False) + "\n")
-    path = Path(os.environ.get("TWLEGAL_TERMINATION_LOG", "/dev/termination-log"))
-    try:
-        path.write_text(result.termination_message())
-    except OSError:  # not in a pod
-        pass
-    print("twlegal-result " + result.termination_message(), flush=True)
+    write_termination_message(result.termination_message(), log_prefix="twlegal-result")
 
 
 def write_card(config: TrainingConfig, result: TrainingResult, beside: Path) -> None:
@@ -79,7 +67,7 @@ def write_card(config: TrainingConfig, result: TrainingResult, beside: Path) -> 
     from twlegal.api.release import LegalModelRelease
     from twlegal.docs import card
 
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     sections = result.status_sections()
     sections["training"]["completionTime"] = now
     ready = {"type": "Ready", "status": "False", "reason": "Trained", "lastTransitionTime": now,

@@ -29,7 +29,7 @@ def encode_llama3(tokenizer, messages: list[dict[str, str]], cutoff: int) -> Exa
     for message in messages:
         header = tokenizer.encode(f"<|start_header_id|>{message['role']}<|end_header_id|>\n\n",
                                   add_special_tokens=False)
-        body = tokenizer.encode(message["content"], add_special_tokens=False) + [eot]
+        body = [*tokenizer.encode(message["content"], add_special_tokens=False), eot]
         ids += header + body
         learn = message["role"] == "assistant"
         labels += [IGNORE] * len(header) + (body if learn else [IGNORE] * len(body))

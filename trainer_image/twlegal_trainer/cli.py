@@ -7,7 +7,6 @@ the exit code contract (ExitCode) across torchrun, and forwards SIGTERM so a pre
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -17,10 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from twlegal.contracts.termination import TERMINATION_LOG_ENV, write_termination_message
 from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
-
-OUTCOME_EXIT = {"Succeeded": ExitCode.SUCCEEDED, "Diverged": ExitCode.DIVERGED,
-                "Interrupted": ExitCode.INTERRUPTED, "Failed": ExitCode.FAILED}
 
 
 def _load(path: str) -> TrainingConfig:
@@ -39,20 +36,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run(config)
     # Workers report through a file; torchrun itself only says "a worker failed".
     result_file = Path(tempfile.mkdtemp(prefix="twlegal-")) / "result.json"
-    env = {**os.environ, "TWLEGAL_TERMINATION_LOG": str(result_file)}
+    env = {**os.environ, TERMINATION_LOG_ENV: str(result_file)}
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
                              f"--nproc_per_node={config.processes}", "-m", "twlegal_trainer.worker",
                              "--config", args.config], env=env)
     signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
     code = proc.wait()
     if result_file.exists():
-        text = result_file.read_text()
-        termination = Path(os.environ.get("TWLEGAL_TERMINATION_LOG", "/dev/termination-log"))
-        try:
-            termination.write_text(text)
-        except OSError:
-            pass
-        return int(OUTCOME_EXIT[TrainingResult.model_validate(json.loads(text)).outcome])
+        text = result_file.read_text(encoding="utf-8")
+        write_termination_message(text)  # rank 0 has logged it already
+        return int(TrainingResult.model_validate_json(text).exit_code())
     return int(ExitCode.FAILED) if code else 0
 
 

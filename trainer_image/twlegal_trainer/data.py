@@ -1,4 +1,5 @@
-"""Datasets in the common SFT formats, normalised to chat messages, mixed in the order given.
+"""Datasets in the common SFT formats, normalised to chat messages, mixed in the order given, and
+tokenised into the samples the Trainer learns from.
 
 Formats: alpaca (instruction/input/output, optional system/history), messages (OpenAI-style
 role/content), sharegpt (conversations of from/value, as LLaMA-Factory names them), or auto.
@@ -7,12 +8,16 @@ role/content), sharegpt (conversations of from/value, as LLaMA-Factory names the
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from twlegal.contracts.training import DatasetSource
+from twlegal.contracts.training import DatasetSource, TrainingConfig
+
+from .chat import IGNORE, encode_llama3, encode_with_tokenizer_template, pack
 
 Message = dict[str, str]
+Sample = dict[str, list[int]]  # input_ids and labels, as the Collator batches them
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "observation": "user", "function_call": "assistant"}
 
@@ -111,3 +116,15 @@ def load_dataset_info(path: Path, names: list[str]) -> list[DatasetSource]:
             sources.append(DatasetSource(name=entry["hf_hub_url"], revision=entry.get("revision"),
                                          split=entry.get("split"), format=fmt))
     return sources
+
+
+def training_samples(conversations: list[list[Message]], tokenizer: Any, config: TrainingConfig) -> list[Sample]:
+    """The conversations tokenised in the release's template (cut to the cutoff), those left with
+    nothing to learn dropped (every label masked: the cutoff fell before any reply), and packed
+    when the release asks: the dataset the Trainer gets, in order."""
+    encode = encode_llama3 if config.template == "llama3" else encode_with_tokenizer_template
+    examples = [encode(tokenizer, messages, config.cutoff_length) for messages in conversations]
+    examples = [e for e in examples if any(label != IGNORE for label in e.labels)]
+    if config.packing:
+        examples = pack(examples, config.cutoff_length)
+    return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]

@@ -4,10 +4,10 @@ log-likelihood of each choice as the assistant's reply; writes an EvaluationResu
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from twlegal.contracts.evaluation import EvaluationConfig, EvaluationResult
+from twlegal.contracts.termination import write_termination_message
 from twlegal.contracts.training import DatasetSource, ExitCode
 
 from .chat import encode_llama3
@@ -58,10 +58,5 @@ def main(config_path: str) -> int:
                                    split=config.benchmark_split or "test"))
     result = score(config.model_path, rows).model_copy(update={"benchmark": bench.name or bench.path or ""})
     Path(config.result_path).write_text(json.dumps(result.to_wire(), indent=2) + "\n")
-    termination = Path(os.environ.get("TWLEGAL_TERMINATION_LOG", "/dev/termination-log"))
-    try:
-        termination.write_text(result.termination_message())
-    except OSError:
-        pass
-    print("twlegal-evaluation " + result.termination_message(), flush=True)
+    write_termination_message(result.termination_message(), log_prefix="twlegal-evaluation")
     return int(ExitCode.SUCCEEDED)

@@ -11,9 +11,8 @@ import hashlib
 from pathlib import Path
 
 from twlegal.api.status import InputsStatus, ResolvedInput
+from twlegal.contracts.manifest import sha256
 from twlegal.contracts.training import TrainingConfig
-
-from .artifacts import sha256
 
 
 def tree_checksum(path: Path, exclude: tuple[str, ...] = ()) -> str:

@@ -1,5 +1,10 @@
 """One training process (a torchrun rank): config -> tokenised data -> HF Trainer (+DeepSpeed)
--> checkpoints -> published weights -> TrainingResult. Returns the trainer's exit code."""
+-> checkpoints -> published weights -> TrainingResult. Returns the trainer's exit code.
+
+`run` reads top to bottom: data, trainer, train, publish, report; what it decides (arguments,
+warnings, whether to resume, the result's figures) comes from the builders above it, which need no
+torch and are unit-tested.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,8 @@ from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
 from twlegal.policies import consistency
 
 from . import artifacts, provenance
-from .chat import IGNORE, LLAMA3_TEMPLATE, encode_llama3, encode_with_tokenizer_template, pack
-from .data import load_conversations
+from .chat import IGNORE, LLAMA3_TEMPLATE
+from .data import Sample, load_conversations, training_samples
 
 
 def deepspeed_config(config: TrainingConfig) -> dict[str, Any]:
@@ -47,7 +52,7 @@ class Collator:
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
-    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
+    def __call__(self, batch: list[Sample]) -> dict[str, Any]:
         import torch
 
         width = max(len(b["input_ids"]) for b in batch)
@@ -59,13 +64,94 @@ class Collator:
         }
 
 
-def _uses_deepspeed(config: TrainingConfig, world_size: int) -> bool:
+def uses_deepspeed(config: TrainingConfig, world_size: int) -> bool:
     return world_size > 1 or not config.use_cpu
+
+
+def training_arguments(config: TrainingConfig, world_size: int, checkpoint_dir: Path) -> dict[str, Any]:
+    """The keyword arguments of transformers' TrainingArguments: the release's hyperparameters one
+    to one, DeepSpeed when there is more than one process or a GPU, checkpoints every
+    `checkpoint_every_steps` (the last two kept)."""
+    hp = config.hyperparameters
+    return {
+        "output_dir": str(checkpoint_dir),
+        "per_device_train_batch_size": hp.per_device_batch_size,
+        "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+        "learning_rate": hp.learning_rate,
+        "num_train_epochs": hp.epochs,
+        "lr_scheduler_type": hp.lr_scheduler,
+        "warmup_steps": hp.warmup_steps,
+        "optim": hp.optimizer,
+        "weight_decay": hp.weight_decay,
+        "max_grad_norm": hp.max_grad_norm,
+        "seed": hp.seed,
+        "bf16": hp.precision == "bf16",
+        "fp16": hp.precision == "fp16",
+        "use_cpu": config.use_cpu,
+        "deepspeed": deepspeed_config(config) if uses_deepspeed(config, world_size) else None,
+        "gradient_checkpointing": not config.use_cpu,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": config.checkpoint_every_steps,
+        "save_total_limit": 2,
+        "report_to": [],
+        "disable_tqdm": True,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        "ddp_backend": "gloo" if config.use_cpu and world_size > 1 else None,  # NCCL needs GPUs
+    }
+
+
+def run_warnings(config: TrainingConfig, samples: int, world_size: int) -> list[str]:
+    # The same checks the card makes, so the trainer's warnings and the card never disagree.
+    total = planned_steps(samples, config, world_size)
+    return [f.message for f in consistency.check_run(config.hyperparameters, total_steps=total, samples=samples,
+                                                     world_size=world_size)]
+
+
+def resume_refusal(config: TrainingConfig, world_size: int, resume: Path | None,
+                   resume_world: int | None) -> str | None:
+    """Why the newest checkpoint cannot be resumed by this run, or None. DeepSpeed's checkpoints are
+    sharded per rank, so only the world size that wrote one can load it."""
+    if resume is None or resume_world == world_size or not uses_deepspeed(config, world_size):
+        return None
+    return (f"{resume} was written by {resume_world} processes, this run has {world_size}: "
+            "resume with the same GPU count, or convert it to a universal checkpoint first")
+
+
+def result_figures(state: Any, metrics: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    """The TrainingResult's figures from the Trainer's state and train() metrics (`elapsed`, the
+    wall time since start, stands in when the metrics carry no runtime)."""
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    runtime = metrics.get("train_runtime", elapsed)
+    return {
+        "final_loss": losses[-1] if losses else None,
+        "global_step": state.global_step,
+        "total_steps": state.max_steps,
+        "epochs": state.epoch,
+        "runtime_seconds": round(runtime, 3),
+        "samples_per_second": metrics.get("train_samples_per_second"),
+        "tokens_per_second": round(state.num_input_tokens_seen / max(runtime, 1e-9), 2),
+        "total_flos": float(state.total_flos),
+    }
+
+
+def load_tokenizer(config: TrainingConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    source = config.base_model.path or config.base_model.name
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=config.base_model.revision)
+    if config.template == "llama3":
+        tokenizer.chat_template = LLAMA3_TEMPLATE  # saved with the weights: vLLM formats prompts the same way
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def run(config: TrainingConfig) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from .callbacks import DivergenceGuard, GracefulStop, MarkComplete
 
@@ -73,106 +159,55 @@ def run(config: TrainingConfig) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     started = time.time()
-    source = config.base_model.path or config.base_model.name
-    revision = config.base_model.revision
 
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    if config.template == "llama3":
-        tokenizer.chat_template = LLAMA3_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    encode = encode_llama3 if config.template == "llama3" else encode_with_tokenizer_template
-    examples = [encode(tokenizer, messages, config.cutoff_length)
-                for messages in load_conversations(config.datasets)]
-    examples = [e for e in examples if any(label != IGNORE for label in e.labels)]
-    if config.packing:
-        examples = pack(examples, config.cutoff_length)
-    dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    def report(result: TrainingResult, beside: Path | None = None) -> int:
+        if rank == 0:
+            artifacts.report(result, beside)
+        return int(result.exit_code())  # as the launcher reports the outcome across torchrun
 
-    hp = config.hyperparameters
-    total = planned_steps(len(dataset), config, world_size)
-    # The same checks the card makes, so the trainer's warnings and the card never disagree.
-    warnings = [f.message for f in consistency.check_run(hp, total_steps=total, samples=len(dataset),
-                                                          world_size=world_size)]
+    # Data
+    tokenizer = load_tokenizer(config)
+    dataset = training_samples(load_conversations(config.datasets), tokenizer, config)
+    warnings = run_warnings(config, len(dataset), world_size)
     inputs = provenance.resolve(config) if rank == 0 else None
+
+    # Trainer, resuming from the newest complete checkpoint
     checkpoint_dir = Path(config.checkpoint_dir)
     resume, resume_world = artifacts.newest_complete_checkpoint(checkpoint_dir)
-    if resume is not None and resume_world != world_size and _uses_deepspeed(config, world_size):
-        result = TrainingResult(outcome="Failed", message=(
-            f"{resume} was written by {resume_world} processes, this run has {world_size}: "
-            "resume with the same GPU count, or convert it to a universal checkpoint first"))
-        if rank == 0:
-            artifacts.report(result, None)
-        return int(ExitCode.FAILED)  # as the launcher reports a Failed outcome across torchrun
-
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[hp.precision]
-    model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=dtype)
-    args = TrainingArguments(
-        output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=hp.per_device_batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        learning_rate=hp.learning_rate,
-        num_train_epochs=hp.epochs,
-        lr_scheduler_type=hp.lr_scheduler,
-        warmup_steps=hp.warmup_steps,
-        optim=hp.optimizer,
-        weight_decay=hp.weight_decay,
-        max_grad_norm=hp.max_grad_norm,
-        seed=hp.seed,
-        bf16=hp.precision == "bf16",
-        fp16=hp.precision == "fp16",
-        use_cpu=config.use_cpu,
-        deepspeed=deepspeed_config(config) if _uses_deepspeed(config, world_size) else None,
-        gradient_checkpointing=not config.use_cpu,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=config.checkpoint_every_steps,
-        save_total_limit=2,
-        report_to=[],
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-        ddp_backend="gloo" if config.use_cpu and world_size > 1 else None,
-    )
+    if refusal := resume_refusal(config, world_size, resume, resume_world):
+        return report(TrainingResult(outcome="Failed", message=refusal))
+    base = config.base_model
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config.hyperparameters.precision]
+    model = AutoModelForCausalLM.from_pretrained(base.path or base.name, revision=base.revision, dtype=dtype)
     guard = DivergenceGuard(config.loss_guard.max_spike_ratio)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=Collator(tokenizer.pad_token_id),
+    trainer = Trainer(model=model, args=TrainingArguments(**training_arguments(config, world_size, checkpoint_dir)),
+                      train_dataset=dataset, data_collator=Collator(tokenizer.pad_token_id),
                       callbacks=[guard, stop, MarkComplete()])
+
+    # Train
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     state = trainer.state
-    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
-    runtime = time.time() - started
-    common = dict(
-        final_loss=losses[-1] if losses else None, global_step=state.global_step, total_steps=state.max_steps,
-        epochs=state.epoch, runtime_seconds=round(output.metrics.get("train_runtime", runtime), 3),
-        samples_per_second=output.metrics.get("train_samples_per_second"),
-        tokens_per_second=round(state.num_input_tokens_seen / max(output.metrics.get("train_runtime", runtime), 1e-9), 2),
-        total_flos=float(state.total_flos), warnings=warnings, samples=len(dataset), world_size=world_size,
-        inputs=inputs,
-        resumed_from_step=int(resume.name.split("-")[1]) if resume else None,
-    )
+    common = {**result_figures(state, output.metrics, time.time() - started),
+              "warnings": warnings, "samples": len(dataset), "world_size": world_size, "inputs": inputs,
+              "resumed_from_step": artifacts.checkpoint_step(resume) if resume else None}
     if guard.reason:
-        if rank == 0:
-            artifacts.report(TrainingResult(outcome="Diverged", message=guard.reason, **common), None)
-        return int(ExitCode.DIVERGED)
+        return report(TrainingResult(outcome="Diverged", message=guard.reason, **common))
     if stop.requested and state.global_step < state.max_steps:
         newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir)
-        if rank == 0:
-            artifacts.report(TrainingResult(outcome="Interrupted", message="stopped by SIGTERM; resumable",
-                                            checkpoint=str(newest) if newest else None, **common), None)
-        return int(ExitCode.INTERRUPTED)
+        return report(TrainingResult(outcome="Interrupted", message="stopped by SIGTERM; resumable",
+                                     checkpoint=str(newest) if newest else None, **common))
 
+    # Save and publish
     final = Path(config.output_dir)
     staging = final.with_name(final.name + ".partial")
     trainer.save_model(str(staging))  # every rank: ZeRO-3 gathers the weights
     if rank != 0:
         return int(ExitCode.SUCCEEDED)
     tokenizer.save_pretrained(str(staging))
-    checksum = artifacts.write_manifest(staging, config.release.model, config.release.version)
-    artifacts.publish(staging, final)
+    checksum = artifacts.publish(staging, final, config.release.model, config.release.version)
     newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir)
     result = TrainingResult(outcome="Succeeded", artifact_path=str(final), checksum=checksum,
                             checkpoint=str(newest) if newest else None, **common)
-    artifacts.report(result, final)
+    code = report(result, final)
     artifacts.write_card(config, result, final)
-    return int(ExitCode.SUCCEEDED)
+    return code

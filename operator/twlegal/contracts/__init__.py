@@ -3,6 +3,8 @@
 - operator -> trainer: TrainingConfig / EvaluationConfig (JSON mounted from a ConfigMap)
 - trainer -> operator: TrainingResult / EvaluationResult (termination message + a file)
 - operator -> server:  ServingLaunch (container args)
+- trainer -> server:   the weights' checksum manifest (manifest: build, write, read, verify)
+- trainer -> operator: the termination message, through one writer (termination)
 """
 
 from .evaluation import EvaluationConfig, EvaluationResult

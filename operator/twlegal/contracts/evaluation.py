@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ..api.common import ApiModel
 from .training import ModelSource, ReleaseIdentity
@@ -27,7 +27,7 @@ class EvaluationConfig(ApiModel):
 
 
 class EvaluationResult(ApiModel):
-    model_config = {"strict": False}
+    model_config = ConfigDict(strict=False)
 
     benchmark: str
     score: float = Field(ge=0, le=100, description="Accuracy in percent.")

@@ -43,7 +43,7 @@ class ServingLaunch(ApiModel):
         return argv
 
     @classmethod
-    def from_argv(cls, argv: list[str]) -> "ServingLaunch":
+    def from_argv(cls, argv: list[str]) -> ServingLaunch:
         extra: list[str] = []
         if "--" in argv:
             cut = argv.index("--")

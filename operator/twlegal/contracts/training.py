@@ -6,17 +6,16 @@ import json
 from enum import IntEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ..api.common import ApiModel
 from ..api.spec import DatasetFormat, DeepSpeed, Hyperparameters, LegalModelReleaseSpec, LossGuard
 from ..api.status import InputsStatus
+from .termination import TERMINATION_MESSAGE_LIMIT
 
 CONFIG_FILE = "training.json"
 RESULT_FILE = "twlegal-result.json"
-MANIFEST_FILE = "twlegal-manifest.json"
 CARD_FILE = "README.md"  # the model card, where the hub expects it
-TERMINATION_MESSAGE_LIMIT = 4096
 
 
 class ExitCode(IntEnum):
@@ -31,6 +30,10 @@ class ExitCode(IntEnum):
 
 # Exit codes that mean "the pod was stopped from outside"; the Job retries these.
 RETRIABLE_EXIT_CODES = (int(ExitCode.INTERRUPTED), 137, 143)
+
+
+_OUTCOME_EXIT = {"Succeeded": ExitCode.SUCCEEDED, "Diverged": ExitCode.DIVERGED,
+                 "Interrupted": ExitCode.INTERRUPTED, "Failed": ExitCode.FAILED}
 
 
 class ReleaseIdentity(ApiModel):
@@ -87,7 +90,7 @@ class TrainingConfig(ApiModel):
 class TrainingResult(ApiModel):
     """What happened; written beside the weights and, compacted, to the termination message."""
 
-    model_config = {"strict": False}
+    model_config = ConfigDict(strict=False)
 
     outcome: Literal["Succeeded", "Diverged", "Failed", "Interrupted"]
     message: str = ""
@@ -107,6 +110,10 @@ class TrainingResult(ApiModel):
     artifact_path: str | None = None
     checksum: str | None = Field(None, description="sha256 of the checksum manifest of the weights.")
     warnings: list[str] = Field(default_factory=list)
+
+    def exit_code(self) -> ExitCode:
+        """The trainer's exit code for this outcome (the launcher keeps it across torchrun)."""
+        return _OUTCOME_EXIT[self.outcome]
 
     def termination_message(self) -> str:
         """Compact JSON that fits the kubelet's 4 KiB termination-message limit."""
