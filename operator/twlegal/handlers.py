@@ -82,11 +82,25 @@ def _target(spec: kopf.Spec) -> str:
     return spec.get("serving", {}).get("target") or names.default_target(spec.get("model", ""))
 
 
+def _namespaced(namespace: str | None) -> str:
+    # Releases, Jobs and Deployments are namespaced: kopf always names the namespace.
+    if namespace is None:
+        raise kopf.PermanentError("a namespaced object arrived without a namespace")
+    return namespace
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
-def releases_by_target(namespace: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> dict:
+def releases_by_target(namespace: str | None, spec: kopf.Spec, body: kopf.Body,
+                       **_: Any) -> dict[tuple[str, str], Peer]:
     """(namespace, target) -> what serving decisions need of each release, kept in memory so a
     reconcile never lists every release of a namespace."""
-    return {(namespace, _target(spec)): Peer.of(LegalModelRelease.from_object(dict(body)))}
+    return {(_namespaced(namespace), _target(spec)): Peer.of(LegalModelRelease.from_object(dict(body)))}
+
+
+def _index(kwargs: dict[str, Any]) -> kopf.Index[tuple[str, str], Peer]:
+    """The index above: kopf hands every handler its indices as keyword arguments by name."""
+    index: kopf.Index[tuple[str, str], Peer] = kwargs["releases_by_target"]
+    return index
 
 
 def _peers(namespace: str, target: str) -> list[Peer] | None:
@@ -95,9 +109,9 @@ def _peers(namespace: str, target: str) -> list[Peer] | None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def release_event(event: kopf.RawEvent, namespace: str, name: str, spec: kopf.Spec,
-                  releases_by_target: kopf.Index, **_: Any) -> None:
-    _state["index"] = releases_by_target  # a live view; the reconciler and the resync loop read it
+def release_event(event: kopf.RawEvent, namespace: str | None, name: str, spec: kopf.Spec, **kwargs: Any) -> None:
+    namespace = _namespaced(namespace)
+    _state["index"] = _index(kwargs)  # a live view; the reconciler and the resync loop read it
     if event.get("type") == "DELETED":
         reconciler().forget(namespace, name)
         return
@@ -112,16 +126,17 @@ def release_event(event: kopf.RawEvent, namespace: str, name: str, spec: kopf.Sp
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def job_event(namespace: str, labels: kopf.Labels, **_: Any) -> None:
+def job_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
     release = labels.get(names.RELEASE_LABEL)
     if release:
-        reconciler().reconcile(namespace, release)
+        reconciler().reconcile(_namespaced(namespace), release)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deployment_event(namespace: str, labels: kopf.Labels, releases_by_target: kopf.Index, **_: Any) -> None:
-    _state["index"] = releases_by_target
-    target = labels.get(names.TARGET_LABEL)
+def deployment_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    namespace = _namespaced(namespace)
+    releases_by_target = _state["index"] = _index(kwargs)
+    target = labels.get(names.TARGET_LABEL, "")
     for peer in list(releases_by_target.get((namespace, target), [])):
         reconciler().reconcile(namespace, peer.name)
 

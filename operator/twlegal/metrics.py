@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -16,7 +17,7 @@ RECONCILE_ERRORS = Counter("twlegal_reconcile_errors_total", "Reconciles that ra
 TRANSITIONS = Counter("twlegal_phase_transitions_total", "Phase transitions", ["phase"])
 
 
-def publish_phases(phases: Mapping[object, str | None]) -> None:
+def publish_phases(phases: Mapping[Any, str | None]) -> None:
     counts = Tally(phase or Phase.PENDING.value for phase in phases.values())
     for phase in PHASES:
         RELEASES.labels(phase=phase).set(counts.get(phase, 0))

@@ -118,7 +118,7 @@ class Reconciler:
 
     def _finished_pods(self, namespace: str, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
         # Termination messages matter only once the Job is done; skip the list call before.
-        if not children.is_finished(job):
+        if job is None or not children.is_finished(job):
             return ()
         selector = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
         return tuple(self.kube.list_pods(namespace, selector))

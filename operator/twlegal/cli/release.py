@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from .. import yamlio
 from ..api.crd import custom_resource_definition
 from ..api.validation import validate_document
@@ -22,7 +24,7 @@ def load(path: str) -> list[tuple[str, object]]:
         return [(f"{file}[{index}]" if index else file, doc) for file, index, doc in yamlio.load_files([path])]
     except OSError as exc:
         raise SystemExit(f"twlegal: cannot read {path}: {exc.strerror}") from exc
-    except yamlio.yaml.YAMLError as exc:
+    except yaml.YAMLError as exc:
         raise SystemExit(f"twlegal: {path} is not valid YAML: {exc}") from exc
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..api.release import LegalModelRelease
 from ..api.spec import LossGuard
+from ..contracts.termination import DEFAULT_TERMINATION_LOG
 from ..contracts.training import (
     CONFIG_FILE,
     RETRIABLE_EXIT_CODES,
@@ -113,7 +114,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
             {"name": pod.STORAGE_VOLUME, "mountPath": settings.storage_mount_path},
             {"name": pod.SHM_VOLUME, "mountPath": "/dev/shm"},
         ],
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": DEFAULT_TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": pod.container_security_context(),
     }
