@@ -48,8 +48,12 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50_ms": pct(values, 50), "p99_ms": pct(values, 99),
-            "max_ms": round(max(values) * 1000, 1) if values else None}
+    return {
+        "n": len(values),
+        "p50_ms": pct(values, 50),
+        "p99_ms": pct(values, 99),
+        "max_ms": round(max(values) * 1000, 1) if values else None,
+    }
 
 
 class Timeline:
@@ -87,6 +91,7 @@ class Timeline:
                 self.job_seen.setdefault(release, time.monotonic())
                 if any(c.type == "Complete" and c.status == "True" for c in (job.status.conditions or [])):
                     self.job_complete.setdefault(release, time.monotonic())
+
         self._watch(client.BatchV1Api(self.api).list_namespaced_job, record)
 
     def _watch_deployments(self) -> None:
@@ -94,6 +99,7 @@ class Timeline:
             release = (deployment.spec.template.metadata.labels or {}).get("twlegal.io/release")
             if release:
                 self.pinned.setdefault(release, time.monotonic())
+
         self._watch(client.AppsV1Api(self.api).list_namespaced_deployment, record)
 
     def latencies(self, names: list[str]) -> dict:
@@ -101,10 +107,12 @@ class Timeline:
             "create_to_job_exists": summary([self.job_seen[n] - self.created[n] for n in names if n in self.job_seen]),
             # The operator's share: from the Job's Complete condition to the pinned Deployment.
             "job_succeeded_to_deployment_pinned": summary(
-                [self.pinned[n] - self.job_complete[n] for n in names if n in self.pinned and n in self.job_complete]),
+                [self.pinned[n] - self.job_complete[n] for n in names if n in self.pinned and n in self.job_complete]
+            ),
             # End to end, including the Job controller noticing the pod: pod succeeded -> pinned.
             "training_pod_succeeded_to_deployment_pinned": summary(
-                [self.pinned[n] - self.trained[n] for n in names if n in self.pinned and n in self.trained]),
+                [self.pinned[n] - self.trained[n] for n in names if n in self.pinned and n in self.trained]
+            ),
         }
 
 
@@ -121,8 +129,11 @@ def proc_stat(pid: int) -> tuple[float, int]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
-    hwm = next(int(line.split()[1]) * 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmHWM"))
+    hwm = next(
+        int(line.split()[1]) * 1024
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM")
+    )
     return cpu, hwm
 
 
@@ -136,10 +147,19 @@ def metric(port: int, name: str) -> float:
 
 def start_operator(kubeconfig: Path, log: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TWLEGAL_METRICS_PORT": str(port),
-           "TWLEGAL_RESYNC_SECONDS": "300", "TWLEGAL_WORKERS": "8"}
-    proc = subprocess.Popen([sys.executable, "-m", "twlegal.cli", "operator", "--liveness-port", "0"],
-                            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child owns it
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "TWLEGAL_METRICS_PORT": str(port),
+        "TWLEGAL_RESYNC_SECONDS": "300",
+        "TWLEGAL_WORKERS": "8",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twlegal.cli", "operator", "--liveness-port", "0"],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115 - the child process owns the file
+        stderr=subprocess.STDOUT,
+    )
     return proc, port
 
 
@@ -157,9 +177,11 @@ def wait(what: str, predicate, timeout: float) -> float:
 
 def quiet(custom: client.CustomObjectsApi, seconds: float = 10) -> bool:
     """True when no release changed for `seconds` (resourceVersions stable)."""
+
     def versions() -> dict:
         items = custom.list_namespaced_custom_object("twlegal.io", "v1alpha1", NS, "legalmodelreleases")["items"]
         return {i["metadata"]["name"]: i["metadata"]["resourceVersion"] for i in items}
+
     before = versions()
     time.sleep(seconds)
     return versions() == before
@@ -173,23 +195,52 @@ def main() -> None:
     plane = ControlPlane(work / "cp").start()
     kubectl = [kubectl_path(), "--kubeconfig", str(plane.kubeconfig)]
     try:
-        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds")], check=True,
-                       capture_output=True)
+        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds")], check=True, capture_output=True)
         api = config.new_client_from_config(str(plane.kubeconfig))
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         core.create_namespace({"metadata": {"name": NS}})
-        subprocess.run([*kubectl, "apply", "-f", "-"], check=True, capture_output=True, text=True, input=json.dumps({
-            "apiVersion": "v1", "kind": "List", "items": [
-                {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "bench-models"},
-                 "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-                          "storageClassName": "manual", "hostPath": {"path": "/tmp/twlegal-bench"},
-                          "claimRef": {"namespace": NS, "name": "twlegal-models"}}},
-                {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                 "metadata": {"name": "twlegal-models", "namespace": NS},
-                 "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "manual",
-                          "volumeName": "bench-models", "resources": {"requests": {"storage": "1Gi"}}}}]}))
-        wait("default service account", lambda: any(
-            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(NS).items), 60)
+        subprocess.run(
+            [*kubectl, "apply", "-f", "-"],
+            check=True,
+            capture_output=True,
+            text=True,
+            input=json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "PersistentVolume",
+                            "metadata": {"name": "bench-models"},
+                            "spec": {
+                                "capacity": {"storage": "1Gi"},
+                                "accessModes": ["ReadWriteMany"],
+                                "storageClassName": "manual",
+                                "hostPath": {"path": "/tmp/twlegal-bench"},
+                                "claimRef": {"namespace": NS, "name": "twlegal-models"},
+                            },
+                        },
+                        {
+                            "apiVersion": "v1",
+                            "kind": "PersistentVolumeClaim",
+                            "metadata": {"name": "twlegal-models", "namespace": NS},
+                            "spec": {
+                                "accessModes": ["ReadWriteMany"],
+                                "storageClassName": "manual",
+                                "volumeName": "bench-models",
+                                "resources": {"requests": {"storage": "1Gi"}},
+                            },
+                        },
+                    ],
+                }
+            ),
+        )
+        wait(
+            "default service account",
+            lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(NS).items),
+            60,
+        )
         timeline = Timeline(api)
         kubelet = FakeKubelet(api, on_finish=timeline.on_finish).start()
         timeline.start()
@@ -245,19 +296,24 @@ def main() -> None:
         operator.terminate()
         kubelet.stop()
         timeline.stop.set()
-        print(json.dumps({
-            "benchmark": "operator",
-            "kubernetes": "v1.36.3 (etcd, kube-apiserver, kube-controller-manager, kube-scheduler on loopback)",
-            "machine": {"cpus": os.cpu_count()},
-            "baseline_api_create_configmap": summary(floor),
-            "one_release": {**single, "apply_to_serving_s": round(single_seconds, 2)},
-            f"{args.releases}_releases_at_once": {**many, "apply_to_all_serving_s": round(many_seconds, 2)},
-            "operator_peak_rss_mib": round(peak / 2**20, 1),
-            "operator_idle_cpu_cores_with_all_serving": round(idle_cpu, 4),
-            "restart_settle_s": round(restart_seconds, 2),
-            "restart_settle_after_start_s": round(settle, 2),
-            "operator_peak_rss_after_restart_mib": round(peak_after_restart / 2**20, 1),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "operator",
+                    "kubernetes": "v1.36.3 (etcd, kube-apiserver, kube-controller-manager, kube-scheduler on loopback)",
+                    "machine": {"cpus": os.cpu_count()},
+                    "baseline_api_create_configmap": summary(floor),
+                    "one_release": {**single, "apply_to_serving_s": round(single_seconds, 2)},
+                    f"{args.releases}_releases_at_once": {**many, "apply_to_all_serving_s": round(many_seconds, 2)},
+                    "operator_peak_rss_mib": round(peak / 2**20, 1),
+                    "operator_idle_cpu_cores_with_all_serving": round(idle_cpu, 4),
+                    "restart_settle_s": round(restart_seconds, 2),
+                    "restart_settle_after_start_s": round(settle, 2),
+                    "operator_peak_rss_after_restart_mib": round(peak_after_restart / 2**20, 1),
+                },
+                indent=2,
+            )
+        )
     finally:
         plane.stop()
 

@@ -37,20 +37,35 @@ def prompts() -> list[str]:
 
 def post(port: int, prompt: str) -> int:
     body = {"model": "tiny", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0, "ignore_eos": True}
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(req, timeout=300) as resp:
         return json.loads(resp.read())["usage"]["completion_tokens"]
 
 
 def vllm(model: Path, texts: list[str]) -> dict:
     port = free_port()
-    launch = ServingLaunch(model=str(model), revision="v0.0.0", served_model_names=["tiny"], max_model_len=256,
-                           port=port, verify_manifest=False, extra_args=["--dtype", "float32"])
+    launch = ServingLaunch(
+        model=str(model),
+        revision="v0.0.0",
+        served_model_names=["tiny"],
+        max_model_len=256,
+        port=port,
+        verify_manifest=False,
+        extra_args=["--dtype", "float32"],
+    )
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "twlegal_server.launcher", *launch.to_argv()], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twlegal_server.launcher", *launch.to_argv()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while True:
             try:
@@ -67,8 +82,10 @@ def vllm(model: Path, texts: list[str]) -> dict:
             with ThreadPoolExecutor(concurrency) as pool:
                 tokens = sum(pool.map(lambda p: post(port, p), texts))
             wall = time.monotonic() - t
-            out[f"concurrency_{concurrency}"] = {"requests_per_s": round(len(texts) / wall, 2),
-                                                 "output_tokens_per_s": round(tokens / wall, 1)}
+            out[f"concurrency_{concurrency}"] = {
+                "requests_per_s": round(len(texts) / wall, 2),
+                "output_tokens_per_s": round(tokens / wall, 1),
+            }
         return out
     finally:
         proc.terminate()
@@ -86,14 +103,21 @@ def generate_loop(model: Path, texts: list[str]) -> dict:
         t = time.monotonic()
         tokens = 0
         for i in range(0, len(texts), batch):
-            enc = tokenizer(texts[i:i + batch], return_tensors="pt", padding=True)
+            enc = tokenizer(texts[i : i + batch], return_tensors="pt", padding=True)
             with torch.no_grad():
-                gen = net.generate(**enc, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id)
+                gen = net.generate(
+                    **enc,
+                    max_new_tokens=NEW_TOKENS,
+                    min_new_tokens=NEW_TOKENS,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
             tokens += (gen.shape[1] - enc["input_ids"].shape[1]) * gen.shape[0]
         wall = time.monotonic() - t
-        out[f"batch_{batch}"] = {"requests_per_s": round(len(texts) / wall, 2),
-                                 "output_tokens_per_s": round(tokens / wall, 1)}
+        out[f"batch_{batch}"] = {
+            "requests_per_s": round(len(texts) / wall, 2),
+            "output_tokens_per_s": round(tokens / wall, 1),
+        }
     return out
 
 

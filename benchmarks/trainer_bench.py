@@ -45,7 +45,7 @@ def padding_share(config) -> float:
     bs = config.hyperparameters.per_device_batch_size
     real = padded = 0
     for i in range(0, len(examples), bs):
-        batch = [len(e.input_ids) for e in examples[i:i + bs]]
+        batch = [len(e.input_ids) for e in examples[i : i + bs]]
         real += sum(batch)
         padded += max(batch) * len(batch)
     return real / padded
@@ -70,8 +70,9 @@ def main() -> None:
         doc["spec"]["training"]["packing"] = packing
         doc["spec"]["training"]["hyperparameters"].update(epochs=3, learningRate=5e-3)
         doc["spec"]["version"] = "v0.1.0" if packing else "v0.0.1"
-        config = training_config(LegalModelRelease.from_object(doc),
-                                 OperatorSettings(storage_mount_path=str(work / "volume")))
+        config = training_config(
+            LegalModelRelease.from_object(doc), OperatorSettings(storage_mount_path=str(work / "volume"))
+        )
         started = time.perf_counter()
         assert run(config) == 0
         wall = time.perf_counter() - started
@@ -84,13 +85,18 @@ def main() -> None:
             "final_loss": round(result["finalLoss"], 4),
             "non_padding_share": round(padding_share(config), 3),
         }
-    print(json.dumps({
-        "benchmark": "trainer",
-        "model": "tiny Llama (2 layers, hidden 128, vocab 512), fp32, 1 CPU process",
-        "data": "216 fixture samples, cutoff 256, per-device batch 8, 3 epochs",
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-        **results,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "trainer",
+                "model": "tiny Llama (2 layers, hidden 128, vocab 512), fp32, 1 CPU process",
+                "data": "216 fixture samples, cutoff 256, per-device batch 8, 3 epochs",
+                "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+                **results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = f"{names.ANNOTATION_PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=names.ANNOTATION_PREFIX, key="last-handled-configuration")
+        prefix=names.ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
     operator_settings = OperatorSettings.from_env(os.environ)
@@ -55,8 +56,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         start_http_server(operator_settings.metrics_port)
     stop = threading.Event()
     _state["stop"] = stop
-    threading.Thread(target=_resync_loop, args=(stop, operator_settings.resync_seconds), name="twlegal-resync",
-                     daemon=True).start()
+    threading.Thread(
+        target=_resync_loop, args=(stop, operator_settings.resync_seconds), name="twlegal-resync", daemon=True
+    ).start()
     log.info("twlegal operator started: %s", operator_settings.model_dump())
 
 
@@ -90,8 +92,9 @@ def _namespaced(namespace: str | None) -> str:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def releases_by_target(namespace: str | None, spec: kopf.Spec, body: kopf.Body,
-                       **_: Any) -> dict[tuple[str, str], Peer]:
+def releases_by_target(
+    namespace: str | None, spec: kopf.Spec, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], Peer]:
     """(namespace, target) -> what serving decisions need of each release, kept in memory so a
     reconcile never lists every release of a namespace."""
     return {(_namespaced(namespace), _target(spec)): Peer.of(LegalModelRelease.from_object(dict(body)))}
@@ -150,4 +153,3 @@ def run(*, namespaces: list[str] | None = None, liveness_port: int = 8081) -> No
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
     )
-

@@ -16,8 +16,14 @@ from .api.release import API_VERSION, KIND, PLURAL
 
 FIELD_MANAGER = "twlegal-operator"
 REPORTING_CONTROLLER = "twlegal.io/operator"
-_PLURALS = {"ConfigMap": "configmaps", "Service": "services", "Pod": "pods", "Job": "jobs",
-            "Deployment": "deployments", KIND: PLURAL}
+_PLURALS = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "Pod": "pods",
+    "Job": "jobs",
+    "Deployment": "deployments",
+    KIND: PLURAL,
+}
 
 
 def _path(api_version: str, kind: str, namespace: str, name: str | None = None, sub: str = "") -> str:
@@ -54,14 +60,24 @@ class Kube:
         self.api = api_client or load_client()
         self.instance = socket.gethostname()
 
-    def _call(self, method: str, path: str, *, body: Any = None, query: list | None = None,
-              content_type: str = "application/json") -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
         # A generic request through the official client's transport (auth, TLS, retries). An apply
         # patch goes as JSON text (JSON is YAML); the client serialises a JSON body itself.
         method, url, headers, _, _ = self.api.param_serialize(
-            method=method, resource_path=path, query_params=query or [],
+            method=method,
+            resource_path=path,
+            query_params=query or [],
             header_params={"Accept": "application/json", "Content-Type": content_type},
-            auth_settings=["BearerToken"])
+            auth_settings=["BearerToken"],
+        )
         if body is not None and content_type.endswith("yaml"):
             body = json.dumps(body)
         response = self.api.call_api(method, url, header_params=headers, body=body)
@@ -97,15 +113,23 @@ class Kube:
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's one field manager."""
         meta = obj["metadata"]
-        return self._call("PATCH", _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
-                          body=obj, query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-                          content_type="application/apply-patch+yaml")
+        return self._call(
+            "PATCH",
+            _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
 
     def create(self, obj: dict[str, Any]) -> bool:
         """Create; False when it already exists (Jobs are immutable: never re-applied)."""
         try:
-            self._call("POST", _path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"]), body=obj,
-                       query=[("fieldManager", FIELD_MANAGER)])
+            self._call(
+                "POST",
+                _path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"]),
+                body=obj,
+                query=[("fieldManager", FIELD_MANAGER)],
+            )
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -113,17 +137,26 @@ class Kube:
             raise
 
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
-                "status": status}
-        self._call("PATCH", _path(API_VERSION, KIND, namespace, name, "status"), body=body,
-                   query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-                   content_type="application/apply-patch+yaml")
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        self._call(
+            "PATCH",
+            _path(API_VERSION, KIND, namespace, name, "status"),
+            body=body,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
 
     def emit_event(self, release: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = release["metadata"]
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
-            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
             # client-go's naming: <object>.<hex nanoseconds>
             "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
             "eventTime": now,
@@ -133,8 +166,13 @@ class Kube:
             "reason": reason[:128],
             "note": message[:1024],
             "type": type_,
-            "regarding": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
-                          "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "regarding": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
         }
         self._call("POST", f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", body=event)
 

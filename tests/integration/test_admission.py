@@ -46,12 +46,15 @@ def test_api_server_rejects_invalid_release_naming_the_field(cluster: Cluster, n
     assert cluster.kubectl("get", "lmr", doc["metadata"]["name"], "-n", ns, check=False).returncode != 0
 
 
-@pytest.mark.parametrize("field,value", [
-    ("version", "v0.2.0"),
-    ("baseModel", {"path": "base/another-model"}),
-    ("datasets", [{"path": "datasets/other.jsonl"}]),
-    ("training.hyperparameters.learningRate", 0.5),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("version", "v0.2.0"),
+        ("baseModel", {"path": "base/another-model"}),
+        ("datasets", [{"path": "datasets/other.jsonl"}]),
+        ("training.hyperparameters.learningRate", 0.5),
+    ],
+)
 def test_inputs_cannot_change_after_creation(cluster: Cluster, ns: str, field, value):
     doc = _in(load_example(), ns)
     doc["metadata"]["name"] = "immutable-" + field.split(".")[-1].lower()

@@ -19,10 +19,24 @@ from twlegal.api.crd import custom_resource_definition
 from twlegal_dev import binaries
 
 CHART = ROOT / "charts" / "twlegal"
-NON_DEFAULT = ["--set", "rbac.namespaced=true", "--set", "crds.enabled=false", "--set", "storage.create=true",
-               "--set", "storage.storageClassName=fast", "--set", "metrics.serviceMonitor.enabled=true",
-               "--set", "defaults.hubTokenSecret.name=hf-token", "--set", "defaults.apiKeySecret.name=api-key",
-               "--set", "operator.workers=4"]
+NON_DEFAULT = [
+    "--set",
+    "rbac.namespaced=true",
+    "--set",
+    "crds.enabled=false",
+    "--set",
+    "storage.create=true",
+    "--set",
+    "storage.storageClassName=fast",
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "defaults.hubTokenSecret.name=hf-token",
+    "--set",
+    "defaults.apiKeySecret.name=api-key",
+    "--set",
+    "operator.workers=4",
+]
 # checkov findings accepted, each with its reason (the chart README repeats them).
 CHECKOV_EXCEPTIONS = {
     "CKV_K8S_43": "image by digest: the chart pins the appVersion tag; a digest is the installer's choice (image.tag)",
@@ -78,13 +92,16 @@ def test_namespaced_mode_grants_a_role_and_nothing_cluster_wide():
     assert pvc["spec"]["storageClassName"] == "fast"
 
 
-@pytest.mark.parametrize("values,message", [
-    (["--set", "operator.workers=0"], "workers"),
-    (["--set", "bogus=1"], "bogus"),
-    (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
-    (["--set", "storage.accessModes={ReadWriteSometimes}"], "accessModes"),
-    (["--set-string", "operator.metricsPort=eighty"], "metricsPort"),
-])
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        (["--set", "operator.workers=0"], "workers"),
+        (["--set", "bogus=1"], "bogus"),
+        (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
+        (["--set", "storage.accessModes={ReadWriteSometimes}"], "accessModes"),
+        (["--set-string", "operator.metricsPort=eighty"], "metricsPort"),
+    ],
+)
 def test_values_schema_rejects_wrong_values_with_a_clear_message(values, message):
     proc = helm("template", "twlegal", str(CHART), *values, check=False)
     assert proc.returncode != 0
@@ -104,8 +121,23 @@ def test_pods_meet_the_restricted_pod_security_standard():
 def test_security_scanner_finds_nothing_beyond_the_documented_exceptions(tmp_path):
     manifest = tmp_path / "chart.yaml"
     manifest.write_text(helm("template", "twlegal", str(CHART), "--namespace", "twlegal-system").stdout)
-    proc = subprocess.run([str(tool("checkov")), "-f", str(manifest), "--framework", "kubernetes", "-o", "json",
-                           "--quiet", "--compact", "--skip-download"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(tool("checkov")),
+            "-f",
+            str(manifest),
+            "--framework",
+            "kubernetes",
+            "-o",
+            "json",
+            "--quiet",
+            "--compact",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = json.loads(proc.stdout)
     reports = report if isinstance(report, list) else [report]
     failed = {(c["check_id"], c.get("resource")) for r in reports for c in r["results"].get("failed_checks", [])}
@@ -118,14 +150,27 @@ def test_chart_installs_and_uninstall_keeps_the_crd_and_the_releases(cluster: Cl
     ns = "chart-install"
     kubeconfig = ["--kubeconfig", str(cluster.kubeconfig)]
     # The session's CRD came from crds/; the chart takes it over, as an upgrade from a manual install would.
-    helm("install", "twlegal-crd-test", str(CHART), "--namespace", ns, "--create-namespace", "--take-ownership",
-         *NO_IN_CLUSTER_OPERATOR, *kubeconfig)
+    helm(
+        "install",
+        "twlegal-crd-test",
+        str(CHART),
+        "--namespace",
+        ns,
+        "--create-namespace",
+        "--take-ownership",
+        *NO_IN_CLUSTER_OPERATOR,
+        *kubeconfig,
+    )
     doc = copy.deepcopy(load_example())
     doc["metadata"] = {"name": "kept-release", "namespace": ns}
     cluster.apply(doc)
     helm("uninstall", "twlegal-crd-test", "--namespace", ns, "--wait", *kubeconfig)
     assert cluster.kubectl("get", "crd", "legalmodelreleases.twlegal.io", check=False).returncode == 0
     assert cluster.get_json("lmr", "kept-release", "-n", ns)["spec"]["version"] == "v0.1.0"
-    wait_for("the operator Deployment to be gone", lambda: cluster.kubectl(
-        "get", "deployment", "twlegal-crd-test-operator", "-n", ns, check=False).returncode != 0)
+    wait_for(
+        "the operator Deployment to be gone",
+        lambda: (
+            cluster.kubectl("get", "deployment", "twlegal-crd-test-operator", "-n", ns, check=False).returncode != 0
+        ),
+    )
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -25,8 +25,13 @@ TWLEGAL = [sys.executable, "-m", "twlegal.cli"]
 
 
 def twlegal(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*TWLEGAL, *args], env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*TWLEGAL, *args],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -74,7 +79,11 @@ def test_history_and_card_of_a_target_from_the_cluster(cluster: Cluster, operato
     table = twlegal(cluster, "history", "tiny-legal", "-n", namespace).stdout.splitlines()
     assert table[0].split() == ["VERSION", "DATE", "PHASE", "SCORE", "CHANGES", "REASON"]
     assert [line.split()[:4:2] for line in table[1:]] == [
-        ["v0.4.0", "Failed"], ["v0.3.0", "Rejected"], ["v0.2.0", "Serving"], ["v0.1.0", "Superseded"]]
+        ["v0.4.0", "Failed"],
+        ["v0.3.0", "Rejected"],
+        ["v0.2.0", "Serving"],
+        ["v0.1.0", "Superseded"],
+    ]
     assert "KeyError: 'messages' in dataset 0" in table[1]
     assert "score 12.5 is below minScore 30" in table[2]
     assert "superseded by tiny-v2" in table[4]

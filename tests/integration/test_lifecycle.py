@@ -34,8 +34,11 @@ def status(cluster: Cluster, namespace: str, name: str) -> dict:
 
 
 def wait_phase(cluster: Cluster, namespace: str, name: str, *phases: str, timeout: float = TIMEOUT) -> dict:
-    st = wait_for(f"{name} to reach {phases}",
-                  lambda: (s := status(cluster, namespace, name)).get("phase") in phases and s, timeout)
+    st = wait_for(
+        f"{name} to reach {phases}",
+        lambda: (s := status(cluster, namespace, name)).get("phase") in phases and s,
+        timeout,
+    )
     capture(cluster, namespace, name)
     return st
 
@@ -102,7 +105,8 @@ def test_release_goes_from_apply_to_serving(cluster: Cluster, operator, fake_nod
     assert table.split("\n")[0].split()[:5] == ["NAME", "VERSION", "PHASE", "SCORE", "SERVING"]
     assert table.split("\n")[1].split()[:5] == ["tiny-v1", "v0.1.0", "Serving", "55", "v0.1.0"]
     assert {"TrainingJobCreated", "TrainingStarted", "EvaluationStarted", "RolloutStarted", "Serving"} <= set(
-        events(cluster, namespace, "tiny-v1"))
+        events(cluster, namespace, "tiny-v1")
+    )
     assert 'twlegal_releases{phase="Serving"}' in operator.metrics()
 
 
@@ -144,7 +148,8 @@ def test_diverged_training_is_rejected_and_never_served(cluster: Cluster, operat
 
 
 def test_release_below_its_min_score_is_rejected_and_the_old_revision_keeps_serving(
-        cluster: Cluster, operator, fake_node, namespace):
+    cluster: Cluster, operator, fake_node, namespace
+):
     cluster.apply(release_doc(namespace, "tiny-v1", "v0.1.0"))
     wait_phase(cluster, namespace, "tiny-v1", "Serving")
     fake_node.behave("tiny-v2-weak", score=12.5)
@@ -165,8 +170,13 @@ def test_rollout_whose_pods_never_become_ready_is_rolled_back(cluster: Cluster, 
     st = wait_phase(cluster, namespace, "tiny-v2-broken", "RolledBack", timeout=120)
     assert conditions(st)["Ready"]["reason"] == "RolledBack"
     assert "v0.1.0 again" in conditions(st)["Ready"]["message"]
-    wait_for("the old revision to be pinned and available again", lambda: pinned(cluster, namespace) == "tiny-v1"
-             and cluster.get_json("deployment", "tiny-legal", "-n", namespace)["status"].get("availableReplicas") == 1)
+    wait_for(
+        "the old revision to be pinned and available again",
+        lambda: (
+            pinned(cluster, namespace) == "tiny-v1"
+            and cluster.get_json("deployment", "tiny-legal", "-n", namespace)["status"].get("availableReplicas") == 1
+        ),
+    )
     assert wait_phase(cluster, namespace, "tiny-v1", "Serving")["serving"]["revision"] == "v0.1.0"
 
 
@@ -175,9 +185,11 @@ def test_operator_killed_at_each_stage_creates_no_duplicates(cluster: Cluster, o
     cluster.apply(release_doc(namespace, "tiny-r", "v0.1.0"))
     try:
         # At each stage: SIGKILL the operator, let the stage finish while none runs, start it again.
-        for phase, release_stage in (("Training", {"training": "succeed"}),
-                                     ("Evaluating", {"evaluation": "score"}),
-                                     ("RollingOut", {"serving": "ready"})):
+        for phase, release_stage in (
+            ("Training", {"training": "succeed"}),
+            ("Evaluating", {"evaluation": "score"}),
+            ("RollingOut", {"serving": "ready"}),
+        ):
             wait_phase(cluster, namespace, "tiny-r", phase)
             operator.kill()
             fake_node.change("tiny-r", **release_stage)
@@ -206,16 +218,21 @@ def test_operator_holds_exactly_the_chart_permissions(cluster: Cluster, operator
     from tests.support.operator import SERVICE_ACCOUNT_USER
 
     def can(verb: str, resource: str, *extra: str) -> bool:
-        proc = cluster.kubectl("auth", "can-i", verb, resource, *extra, "--as", SERVICE_ACCOUNT_USER, "-A",
-                               check=False)
+        proc = cluster.kubectl("auth", "can-i", verb, resource, *extra, "--as", SERVICE_ACCOUNT_USER, "-A", check=False)
         return proc.stdout.strip() == "yes"
 
     assert can("watch", "legalmodelreleases.twlegal.io")
     assert can("patch", "legalmodelreleases.twlegal.io", "--subresource=status")
     assert can("create", "jobs.batch") and can("patch", "deployments.apps")
-    for verb, resource in [("patch", "legalmodelreleases.twlegal.io"), ("delete", "jobs.batch"),
-                           ("delete", "deployments.apps"), ("get", "secrets"), ("list", "nodes"),
-                           ("create", "pods"), ("delete", "persistentvolumeclaims")]:
+    for verb, resource in [
+        ("patch", "legalmodelreleases.twlegal.io"),
+        ("delete", "jobs.batch"),
+        ("delete", "deployments.apps"),
+        ("get", "secrets"),
+        ("list", "nodes"),
+        ("create", "pods"),
+        ("delete", "persistentvolumeclaims"),
+    ]:
         assert not can(verb, resource), f"operator may {verb} {resource}"
     # Everything the lifecycle tests did, the operator did with exactly these permissions.
     assert f'User "{SERVICE_ACCOUNT_USER}" cannot' not in operator.logs()

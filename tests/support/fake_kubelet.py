@@ -64,9 +64,16 @@ class FakeKubelet:
     def start(self) -> FakeKubelet:
         core = client.CoreV1Api(self.api)
         node = {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "twlegal.io/fake": "true",
-                                                  "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB"}},
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": NODE,
+                "labels": {
+                    "kubernetes.io/hostname": NODE,
+                    "twlegal.io/fake": "true",
+                    "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB",
+                },
+            },
         }
         try:
             core.create_node(node)
@@ -82,25 +89,53 @@ class FakeKubelet:
 
     def _heartbeat(self) -> None:
         core = client.CoreV1Api(self.api)
-        capacity = {"cpu": "1024", "memory": "8Ti", "pods": "2000", "nvidia.com/gpu": "4096",
-                    "ephemeral-storage": "1Ti"}
+        capacity = {
+            "cpu": "1024",
+            "memory": "8Ti",
+            "pods": "2000",
+            "nvidia.com/gpu": "4096",
+            "ephemeral-storage": "1Ti",
+        }
         now = _now()
-        status = {"status": {
-            "capacity": capacity, "allocatable": capacity,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "fake kubelet is posting ready status",
-                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
-            "nodeInfo": {"kubeletVersion": "v1.36.3", "containerRuntimeVersion": "fake://0",
-                         "architecture": "amd64", "operatingSystem": "linux", "osImage": "fake",
-                         "kernelVersion": "0", "kubeProxyVersion": "", "machineID": "", "systemUUID": "",
-                         "bootID": ""},
-        }}
+        status = {
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "fake kubelet is posting ready status",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+                "nodeInfo": {
+                    "kubeletVersion": "v1.36.3",
+                    "containerRuntimeVersion": "fake://0",
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "osImage": "fake",
+                    "kernelVersion": "0",
+                    "kubeProxyVersion": "",
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
+                },
+            }
+        }
         core.patch_node_status(NODE, status)
         lease_api = client.CoordinationV1Api(self.api)
-        lease = {"metadata": {"name": NODE, "namespace": "kube-node-lease"},
-                 "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40,
-                          "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+        lease = {
+            "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+            "spec": {
+                "holderIdentity": NODE,
+                "leaseDurationSeconds": 40,
+                "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+        }
         try:
             lease_api.patch_namespaced_lease(NODE, "kube-node-lease", {"spec": lease["spec"]})
         except ApiException as exc:
@@ -163,10 +198,21 @@ class FakeKubelet:
         elif behaviour.evaluation == "hold":
             return
         else:
-            code, message = 0, EvaluationResult(benchmark="fixture", score=behaviour.score,
-                                                correct=int(behaviour.score), total=100).termination_message()
-        state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                "message": message, "startedAt": _now(), "finishedAt": _now()}}
+            code, message = (
+                0,
+                EvaluationResult(
+                    benchmark="fixture", score=behaviour.score, correct=int(behaviour.score), total=100
+                ).termination_message(),
+            )
+        state = {
+            "terminated": {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "message": message,
+                "startedAt": _now(),
+                "finishedAt": _now(),
+            }
+        }
         self._write(core, pod, "Succeeded" if code == 0 else "Failed", container, ready=False, state=state)
         self._done.add(meta.uid)
         if self.on_finish:
@@ -178,18 +224,29 @@ class FakeKubelet:
         if behaviour.training == "fail":
             return int(ExitCode.FAILED), "Traceback (most recent call last):\nKeyError: 'messages' in dataset 0"
         if behaviour.training == "diverge":
-            result = TrainingResult(outcome="Diverged", message="loss became nan at step 7", global_step=7,
-                                    total_steps=40)
+            result = TrainingResult(
+                outcome="Diverged", message="loss became nan at step 7", global_step=7, total_steps=40
+            )
             return int(ExitCode.DIVERGED), result.termination_message()
         result = TrainingResult(
-            outcome="Succeeded", final_loss=behaviour.final_loss, global_step=40, total_steps=40, epochs=2,
-            runtime_seconds=12.5, samples_per_second=51.2, tokens_per_second=13107.2, total_flos=1.5e12,
+            outcome="Succeeded",
+            final_loss=behaviour.final_loss,
+            global_step=40,
+            total_steps=40,
+            epochs=2,
+            runtime_seconds=12.5,
+            samples_per_second=51.2,
+            tokens_per_second=13107.2,
+            total_flos=1.5e12,
             checkpoint=f"/mnt/twlegal/checkpoints/{release}/checkpoint-40",
-            artifact_path=f"/mnt/twlegal/releases/{release}", checksum="sha256:" + "ab" * 32)
+            artifact_path=f"/mnt/twlegal/releases/{release}",
+            checksum="sha256:" + "ab" * 32,
+        )
         return 0, result.termination_message()
 
-    def _write(self, core: client.CoreV1Api, pod: Any, phase: str, container: str, *, ready: bool,
-               state: dict[str, Any]) -> None:
+    def _write(
+        self, core: client.CoreV1Api, pod: Any, phase: str, container: str, *, ready: bool, state: dict[str, Any]
+    ) -> None:
         now = _now()
         ip = pod.status.pod_ip if pod.status and pod.status.pod_ip else None
         if ip is None:
@@ -199,7 +256,8 @@ class FakeKubelet:
         status = {
             "phase": phase,
             "hostIP": "127.0.0.1",
-            "podIP": ip, "podIPs": [{"ip": ip}],
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
             "startTime": now,
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
@@ -207,15 +265,20 @@ class FakeKubelet:
                 {"type": "ContainersReady", "status": ready_s, "lastTransitionTime": now},
                 {"type": "Ready", "status": ready_s, "lastTransitionTime": now},
             ],
-            "containerStatuses": [{
-                "name": container, "ready": ready, "restartCount": 0, "started": "running" in state,
-                "image": pod.spec.containers[0].image, "imageID": "fake://" + pod.spec.containers[0].image,
-                "state": state,
-            }],
+            "containerStatuses": [
+                {
+                    "name": container,
+                    "ready": ready,
+                    "restartCount": 0,
+                    "started": "running" in state,
+                    "image": pod.spec.containers[0].image,
+                    "imageID": "fake://" + pod.spec.containers[0].image,
+                    "state": state,
+                }
+            ],
         }
         try:
             core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
         except ApiException as exc:
             if exc.status != 404:
                 raise
-

@@ -30,10 +30,26 @@ NO_IN_CLUSTER_OPERATOR = ("--set-string", "nodeSelector.twlegal\\.io/no-such-nod
 def helm_install(cluster: Cluster) -> None:
     """`helm install` of charts/twlegal (the CRD comes from crds/, installed by the tests)."""
     subprocess.run(
-        [str(binaries.find("helm")), "upgrade", "--install", HELM_RELEASE, str(ROOT / "charts" / "twlegal"),
-         "--namespace", NAMESPACE, "--create-namespace", "--set", "crds.enabled=false",
-         *NO_IN_CLUSTER_OPERATOR, "--kubeconfig", str(cluster.kubeconfig), "--wait=false"],
-        check=True, capture_output=True, text=True)
+        [
+            str(binaries.find("helm")),
+            "upgrade",
+            "--install",
+            HELM_RELEASE,
+            str(ROOT / "charts" / "twlegal"),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "crds.enabled=false",
+            *NO_IN_CLUSTER_OPERATOR,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--wait=false",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 @dataclass
@@ -52,13 +68,18 @@ class OperatorProcess:
         view = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
         server = view["clusters"][0]["cluster"]
         kubeconfig = workdir / "operator.kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "c", "cluster": server}],
-            "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": SERVICE_ACCOUNT}}],
-            "current-context": "c",
-        }))
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "c", "cluster": server}],
+                    "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+                    "contexts": [{"name": "c", "context": {"cluster": "c", "user": SERVICE_ACCOUNT}}],
+                    "current-context": "c",
+                }
+            )
+        )
         env = {
             "TWLEGAL_ROLLOUT_DEADLINE_SECONDS": "12",
             "TWLEGAL_RESYNC_SECONDS": "5",
@@ -74,12 +95,20 @@ class OperatorProcess:
     def start(self) -> None:
         self.starts += 1
         self.metrics_port, self.liveness_port = free_port(), free_port()
-        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig),
-               "TWLEGAL_METRICS_PORT": str(self.metrics_port)}
+        env = {
+            **os.environ,
+            **self.env,
+            "KUBECONFIG": str(self.kubeconfig),
+            "TWLEGAL_METRICS_PORT": str(self.metrics_port),
+        }
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "twlegal.cli", "operator", "--liveness-port", str(self.liveness_port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         wait_for("the operator's /healthz", lambda: self._healthy(), timeout=60)
 
     def _healthy(self) -> bool:

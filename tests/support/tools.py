@@ -18,7 +18,8 @@ def tool(name: str) -> Path:
     exe = venv / "bin" / name
     if not (venv / ".complete").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", requirement], check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", requirement], check=True, capture_output=True, text=True
+        )
         (venv / ".complete").touch()
     return exe

@@ -22,8 +22,17 @@ def health(obj: dict) -> dict:
 
 def test_every_phase_is_covered():
     phases = {yaml.safe_load((CHECK / t["inputPath"]).read_text()).get("status", {}).get("phase") for t in TESTS}
-    assert phases >= {"Pending", "Training", "Evaluating", "RollingOut", "Serving", "Superseded",
-                      "Failed", "Rejected", "RolledBack"}
+    assert phases >= {
+        "Pending",
+        "Training",
+        "Evaluating",
+        "RollingOut",
+        "Serving",
+        "Superseded",
+        "Failed",
+        "Rejected",
+        "RolledBack",
+    }
 
 
 @pytest.mark.parametrize("case", TESTS, ids=[t["inputPath"] for t in TESTS])
@@ -35,5 +44,6 @@ def test_health(case):
 def test_the_argocd_cm_example_carries_the_same_script():
     example = Path(__file__).resolve().parents[2] / "examples" / "argocd" / "argocd-cm-patch.yaml"
     data = yaml.safe_load(example.read_text(encoding="utf-8"))["data"]
-    assert data["resource.customizations.health.twlegal.io_LegalModelRelease"] == (
-        CHECK / "health.lua").read_text(encoding="utf-8")
+    assert data["resource.customizations.health.twlegal.io_LegalModelRelease"] == (CHECK / "health.lua").read_text(
+        encoding="utf-8"
+    )

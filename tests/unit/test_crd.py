@@ -14,8 +14,10 @@ from twlegal.api.crd import custom_resource_definition, open_api_schema
 from twlegal.cli import crd_yaml, main
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_FILES = [ROOT / "crds" / "twlegal.io_legalmodelreleases.yaml",
-             ROOT / "charts" / "twlegal" / "files" / "crds" / "twlegal.io_legalmodelreleases.yaml"]
+CRD_FILES = [
+    ROOT / "crds" / "twlegal.io_legalmodelreleases.yaml",
+    ROOT / "charts" / "twlegal" / "files" / "crds" / "twlegal.io_legalmodelreleases.yaml",
+]
 K8S_VERSION = "1.36.0"
 
 
@@ -40,9 +42,12 @@ def _walk(schema, path="spec"):
 
 def test_every_field_has_a_description_for_kubectl_explain():
     schema = open_api_schema()
-    missing = [path for top in ("spec", "status")
-               for path, node in _walk(schema["properties"][top], top)
-               if not path.endswith(("[]", "{}")) and not node.get("description")]
+    missing = [
+        path
+        for top in ("spec", "status")
+        for path, node in _walk(schema["properties"][top], top)
+        if not path.endswith(("[]", "{}")) and not node.get("description")
+    ]
     assert missing == []
 
 
@@ -95,9 +100,21 @@ def test_examples_validate_against_the_crd_schema(path):
 def test_crd_schema_rejects_what_pydantic_rejects():
     """The two encodings of the contract agree on the structural cases (CEL aside)."""
     validator = jsonschema.Draft4Validator(open_api_schema())
-    structural = [c for c in invalid_cases() if c["id"] in {
-        "version-not-semver", "zero-learning-rate", "zero-stage-4", "unknown-optimizer",
-        "memory-not-a-quantity", "no-datasets", "storage-missing", "serving-target-not-dns"}]
+    structural = [
+        c
+        for c in invalid_cases()
+        if c["id"]
+        in {
+            "version-not-semver",
+            "zero-learning-rate",
+            "zero-stage-4",
+            "unknown-optimizer",
+            "memory-not-a-quantity",
+            "no-datasets",
+            "storage-missing",
+            "serving-target-not-dns",
+        }
+    ]
     assert len(structural) == 8
     for case in structural:
         assert list(validator.iter_errors(case["document"])), case["id"]

@@ -56,11 +56,14 @@ def phase_of(folder: Path, phase: str) -> str:
 
 # --- history ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("output", ["table", "markdown", "json"])
 def test_history_of_captured_releases(capsys, output):
     assert {r.status.phase for r in releases(CAPTURED)} >= {"Serving", "Superseded", "Rejected", "Failed"}
-    golden(f"history-captured.{'md' if output == 'markdown' else output}",
-           cli(capsys, "history", "tiny-legal", "--from", str(CAPTURED), "-o", output))
+    golden(
+        f"history-captured.{'md' if output == 'markdown' else output}",
+        cli(capsys, "history", "tiny-legal", "--from", str(CAPTURED), "-o", output),
+    )
 
 
 @pytest.mark.parametrize("output", ["table", "markdown", "json"])
@@ -70,8 +73,9 @@ def test_history_reproduces_the_seed_cards_five_versions(capsys, output):
 
 
 def test_the_seed_history_has_the_cards_versions_dates_and_outcomes(capsys):
-    data = json.loads(cli(capsys, "history", "lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct", "--from", str(SEED),
-                          "-o", "json"))
+    data = json.loads(
+        cli(capsys, "history", "lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct", "--from", str(SEED), "-o", "json")
+    )
     assert [(r["date"], r["version"], r["phase"]) for r in data["releases"]] == [
         ("2024-11-13", "v2024.11.13", "Serving"),
         ("2024-11-06", "v2024.11.6", "Superseded"),
@@ -90,8 +94,9 @@ def test_history_of_an_unknown_target_says_so(capsys):
 def test_history_reads_a_kubectl_list_export(tmp_path, capsys):
     items = [yaml.safe_load(p.read_text()) for p in sorted(CAPTURED.glob("*.yaml"))]
     (tmp_path / "all.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
-    assert cli(capsys, "history", "tiny-legal", "--from", str(tmp_path / "all.yaml")) == \
-        cli(capsys, "history", "tiny-legal", "--from", str(CAPTURED))
+    assert cli(capsys, "history", "tiny-legal", "--from", str(tmp_path / "all.yaml")) == cli(
+        capsys, "history", "tiny-legal", "--from", str(CAPTURED)
+    )
 
 
 def test_one_line_keeps_the_exception_of_a_traceback():
@@ -101,8 +106,13 @@ def test_one_line_keeps_the_exception_of_a_traceback():
 
 # --- card ---------------------------------------------------------------------------------------
 
-CARDS = [("captured", "Serving"), ("captured", "Superseded"), ("captured", "Rejected"), ("captured", "Failed"),
-         ("seed", "Serving")]
+CARDS = [
+    ("captured", "Serving"),
+    ("captured", "Superseded"),
+    ("captured", "Rejected"),
+    ("captured", "Failed"),
+    ("seed", "Serving"),
+]
 
 
 @pytest.mark.parametrize("folder,phase", CARDS, ids=[f"{f}-{p}" for f, p in CARDS])
@@ -122,7 +132,7 @@ def test_card_front_matter_parses_and_its_model_index_validates(capsys, folder, 
     assert data.model_name == release.spec.model and data.library_name == "transformers"
     assert data.datasets == ([d.name for d in release.spec.datasets if d.name] or None)
     assert data.base_model == release.spec.base_model.name
-    score = (release.status.evaluation.score if release.status.evaluation else None)
+    score = release.status.evaluation.score if release.status.evaluation else None
     if score is None:
         assert data.eval_results is None and "model-index" not in data.to_dict()
         return
@@ -130,8 +140,7 @@ def test_card_front_matter_parses_and_its_model_index_validates(capsys, folder, 
     # dataset and a numeric metric.
     name, results = model_index_to_eval_results(data.to_dict()["model-index"])
     assert name == release.spec.model
-    assert [(r.task_type, r.metric_type, r.metric_value) for r in results] == [
-        ("text-generation", "accuracy", score)]
+    assert [(r.task_type, r.metric_type, r.metric_value) for r in results] == [("text-generation", "accuracy", score)]
     assert results[0].dataset_name == release.status.evaluation.benchmark
 
 
@@ -189,9 +198,11 @@ def test_card_write_option(tmp_path, capsys):
 
 # --- consistency --------------------------------------------------------------------------------
 
+
 def hp(**values) -> Hyperparameters:
-    return Hyperparameters.model_validate({"learningRate": 5e-5, "perDeviceBatchSize": 20,
-                                           "gradientAccumulationSteps": 16, "epochs": 3, **values})
+    return Hyperparameters.model_validate(
+        {"learningRate": 5e-5, "perDeviceBatchSize": 20, "gradientAccumulationSteps": 16, "epochs": 3, **values}
+    )
 
 
 def test_warmup_not_below_the_total_steps_is_found():
@@ -214,4 +225,6 @@ def test_the_reference_release_is_flagged_for_its_unpinned_datasets():
     spec = LegalModelRelease.from_object(load_example(REFERENCE_RELEASE)).spec
     assert [f.reason for f in consistency.check_release(spec)] == ["UnpinnedDataset"]
     assert [f.reason for f in consistency.check_release(spec, {"totalSteps": 65})] == [
-        "UnpinnedDataset", "WarmupNotBelowTotalSteps"]
+        "UnpinnedDataset",
+        "WarmupNotBelowTotalSteps",
+    ]

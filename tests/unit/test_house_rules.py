@@ -12,8 +12,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PURE = ["twlegal.api", "twlegal.api.validation", "twlegal.contracts", "twlegal.render", "twlegal.policies",
-        "twlegal.policies.consistency", "twlegal.docs.history", "twlegal.docs.card", "twlegal.cli"]
+PURE = [
+    "twlegal.api",
+    "twlegal.api.validation",
+    "twlegal.contracts",
+    "twlegal.render",
+    "twlegal.policies",
+    "twlegal.policies.consistency",
+    "twlegal.docs.history",
+    "twlegal.docs.card",
+    "twlegal.cli",
+]
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
@@ -25,9 +34,7 @@ def test_pure_modules_import_without_kubernetes_or_kopf():
     code = (
         "import sys\n"
         "for banned in ('kubernetes', 'kopf', 'lightkube', 'twlegal_dev'):\n"
-        "    sys.modules[banned] = None\n"
-        + "".join(f"import {module}\n" for module in PURE)
-        + "print('pure')\n"
+        "    sys.modules[banned] = None\n" + "".join(f"import {module}\n" for module in PURE) + "print('pure')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -67,7 +74,12 @@ def test_product_wheel_has_no_dev_or_test_code(product_wheel: Path):
     names = zipfile.ZipFile(product_wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert {"twlegal", "twlegal_trainer", "twlegal_server"} <= top, top
-    leaked = [n for n in names if n.startswith(("twlegal_dev/", "tests/")) or "devcluster" in n
-              or n.endswith(("fake_kubelet.py", "build-binaries.sh"))]
+    leaked = [
+        n
+        for n in names
+        if n.startswith(("twlegal_dev/", "tests/"))
+        or "devcluster" in n
+        or n.endswith(("fake_kubelet.py", "build-binaries.sh"))
+    ]
     assert not leaked, leaked
     assert "twlegal/py.typed" in names

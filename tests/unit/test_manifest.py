@@ -88,8 +88,9 @@ def test_a_missing_directory_or_manifest_is_refused_naming_it(tmp_path):
         manifest.verify(model, "v0.1.0")
 
 
-@pytest.mark.parametrize("text", ["not json", "[]", json.dumps({"model": "m", "version": "v1"}),
-                                  json.dumps({"model": "m", "files": {}})])
+@pytest.mark.parametrize(
+    "text", ["not json", "[]", json.dumps({"model": "m", "version": "v1"}), json.dumps({"model": "m", "files": {}})]
+)
 def test_a_manifest_that_is_not_one_is_refused_naming_the_file(tmp_path, text):
     model = weights(tmp_path / "v1")
     (model / MANIFEST_FILE).write_text(text)

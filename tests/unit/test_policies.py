@@ -19,8 +19,13 @@ NOW = "2026-11-25T10:00:00Z"
 
 def release(name="tiny-v1", version="v0.1.0", status=None, uid="uid-1", **spec) -> LegalModelRelease:
     doc = copy.deepcopy(load_example())
-    doc["metadata"] = {"name": name, "namespace": "ns", "uid": uid, "generation": 1,
-                       "creationTimestamp": "2026-11-25T09:00:00Z"}
+    doc["metadata"] = {
+        "name": name,
+        "namespace": "ns",
+        "uid": uid,
+        "generation": 1,
+        "creationTimestamp": "2026-11-25T09:00:00Z",
+    }
     doc["spec"]["version"] = version
     doc["spec"].update(spec)
     if status:
@@ -31,14 +36,24 @@ def release(name="tiny-v1", version="v0.1.0", status=None, uid="uid-1", **spec) 
 def job(condition=None, ready=0, failed=0, name="tiny-v1-train"):
     status = {"ready": ready, "failed": failed}
     if condition:
-        status["conditions"] = [{"type": condition[0], "status": "True", "reason": condition[1],
-                                 "message": condition[2] if len(condition) > 2 else ""}]
+        status["conditions"] = [
+            {
+                "type": condition[0],
+                "status": "True",
+                "reason": condition[1],
+                "message": condition[2] if len(condition) > 2 else "",
+            }
+        ]
     return {"metadata": {"name": name}, "status": status}
 
 
 def pod(container, message):
-    return {"metadata": {"creationTimestamp": NOW}, "status": {"containerStatuses": [
-        {"name": container, "state": {"terminated": {"exitCode": 0, "message": message}}}]}}
+    return {
+        "metadata": {"creationTimestamp": NOW},
+        "status": {
+            "containerStatuses": [{"name": container, "state": {"terminated": {"exitCode": 0, "message": message}}}]
+        },
+    }
 
 
 def trained(loss=0.4):
@@ -81,17 +96,24 @@ def test_a_job_between_attempts_is_still_training_not_trained():
 
 
 def test_trained_and_passing_release_asks_to_see_its_serving_target():
-    obs = Observed(training_job=job(("Complete", "CompletionsReached")), training_pods=(trained(),),
-                   evaluation_job=job(("Complete", "CompletionsReached"), name="tiny-v1-eval"),
-                   evaluation_pods=(scored(80.0),))
+    obs = Observed(
+        training_job=job(("Complete", "CompletionsReached")),
+        training_pods=(trained(),),
+        evaluation_job=job(("Complete", "CompletionsReached"), name="tiny-v1-eval"),
+        evaluation_pods=(scored(80.0),),
+    )
     decision = decide(release(), obs, SETTINGS, NOW)
     assert decision.needs_serving
     assert decision.status["training"]["finalLoss"] == 0.4 and decision.status["evaluation"]["passed"] is True
 
 
 def test_score_below_threshold_is_rejected():
-    obs = Observed(training_job=job(("Complete", "x")), training_pods=(trained(),),
-                   evaluation_job=job(("Complete", "x")), evaluation_pods=(scored(10.0),))
+    obs = Observed(
+        training_job=job(("Complete", "x")),
+        training_pods=(trained(),),
+        evaluation_job=job(("Complete", "x")),
+        evaluation_pods=(scored(10.0),),
+    )
     decision = decide(release(), obs, SETTINGS, NOW)
     assert decision.status["phase"] == "Rejected" and decision.apply == [] and decision.create == []
     assert decision.events[0].type == "Warning"
@@ -101,53 +123,79 @@ def test_final_loss_above_the_guard_is_rejected_before_evaluation():
     rel = release()
     doc = rel.model_dump(by_alias=True, exclude_none=True, mode="json")
     doc["spec"]["evaluation"]["lossGuard"] = {"maxFinalLoss": 1.0}
-    decision = decide(LegalModelRelease.from_object(doc),
-                      Observed(training_job=job(("Complete", "x")), training_pods=(trained(3.5),)), SETTINGS, NOW)
+    decision = decide(
+        LegalModelRelease.from_object(doc),
+        Observed(training_job=job(("Complete", "x")), training_pods=(trained(3.5),)),
+        SETTINGS,
+        NOW,
+    )
     assert decision.status["phase"] == "Rejected" and "maxFinalLoss" in decision.events[0].message
 
 
 def test_diverged_training_is_rejected_not_failed():
     diverged = pod("trainer", TrainingResult(outcome="Diverged", message="nan at step 3").termination_message())
-    decision = decide(release(), Observed(training_job=job(("Failed", "PodFailurePolicy")),
-                                          training_pods=(diverged,)), SETTINGS, NOW)
+    decision = decide(
+        release(), Observed(training_job=job(("Failed", "PodFailurePolicy")), training_pods=(diverged,)), SETTINGS, NOW
+    )
     assert decision.status["phase"] == "Rejected"
     assert decision.status["conditions"][0]["reason"] == "LossDiverged"
 
 
 def test_a_failed_job_keeps_the_trainers_words():
     crash = pod("trainer", "Traceback\nValueError: bad column")
-    decision = decide(release(), Observed(training_job=job(("Failed", "PodFailurePolicy", "exit code 1")),
-                                          training_pods=(crash,)), SETTINGS, NOW)
+    decision = decide(
+        release(),
+        Observed(training_job=job(("Failed", "PodFailurePolicy", "exit code 1")), training_pods=(crash,)),
+        SETTINGS,
+        NOW,
+    )
     assert decision.status["phase"] == "Failed"
     assert "ValueError: bad column" in decision.status["conditions"][0]["message"]
 
 
 def _passed(rel):
-    return Observed(training_job=job(("Complete", "x")), training_pods=(trained(),),
-                    evaluation_job=job(("Complete", "x")), evaluation_pods=(scored(80.0),))
+    return Observed(
+        training_job=job(("Complete", "x")),
+        training_pods=(trained(),),
+        evaluation_job=job(("Complete", "x")),
+        evaluation_pods=(scored(80.0),),
+    )
 
 
 def deployment(pinned, previous="", ready=True, deadline=False):
     conds = [{"type": "Progressing", "reason": "ProgressDeadlineExceeded" if deadline else "NewReplicaSetAvailable"}]
     n = 1 if ready else 0
-    return {"metadata": {"generation": 2, "annotations": {"twlegal.io/previous-release": previous}},
-            "spec": {"replicas": 1, "template": {"metadata": {"labels": {"twlegal.io/release": pinned}}}},
-            "status": {"observedGeneration": 2, "replicas": 1 if ready else 2, "updatedReplicas": 1,
-                       "availableReplicas": n, "readyReplicas": n, "conditions": conds}}
+    return {
+        "metadata": {"generation": 2, "annotations": {"twlegal.io/previous-release": previous}},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": {"twlegal.io/release": pinned}}}},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 1 if ready else 2,
+            "updatedReplicas": 1,
+            "availableReplicas": n,
+            "readyReplicas": n,
+            "conditions": conds,
+        },
+    }
 
 
 def test_the_newest_passing_release_pins_the_target_and_remembers_the_previous():
     old = release("tiny-v1", "v0.1.0", uid="uid-old")
     new = release("tiny-v2", "v0.2.0", uid="uid-new")
-    view = ServingView(deployment(pinned="tiny-v1"), (Peer("tiny-v1", "v0.1.0", "Serving", True),
-                                                      Peer("tiny-v2", "v0.2.0", "Evaluating", True)), previous=old)
+    view = ServingView(
+        deployment(pinned="tiny-v1"),
+        (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "Evaluating", True)),
+        previous=old,
+    )
     decision = decide(new, Observed(**{**_passed(new).__dict__, "serving": view}), SETTINGS, NOW)
     assert decision.status["phase"] == "RollingOut"
     deploy = next(o for o in decision.apply if o["kind"] == "Deployment")
     assert deploy["spec"]["template"]["metadata"]["labels"]["twlegal.io/release"] == "tiny-v2"
     assert deploy["metadata"]["annotations"]["twlegal.io/previous-release"] == "tiny-v1"
     assert [(o["uid"], o["controller"]) for o in deploy["metadata"]["ownerReferences"]] == [
-        ("uid-new", True), ("uid-old", False)]
+        ("uid-new", True),
+        ("uid-old", False),
+    ]
     assert decision.status["serving"]["previousRevision"] == "v0.1.0"
 
 
@@ -162,21 +210,25 @@ def test_version_order_is_numeric_not_lexical():
 def test_the_serving_release_keeps_serving_until_the_newer_one_is_ready():
     old = release("tiny-v1", "v0.1.0", status={"phase": "Serving"})
     peers = (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "RollingOut", True))
-    decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v1"), peers)}),
-                      SETTINGS, NOW)
+    decision = decide(
+        old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v1"), peers)}), SETTINGS, NOW
+    )
     assert decision.status["phase"] == "Serving" and decision.events == []
     peers = (peers[0], Peer("tiny-v2", "v0.2.0", "Serving", True))
-    decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v2"), peers)}),
-                      SETTINGS, NOW)
+    decision = decide(
+        old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v2"), peers)}), SETTINGS, NOW
+    )
     assert decision.status["phase"] == "Superseded"
 
 
 def test_a_rollout_past_its_deadline_rolls_back_to_the_previous_release():
     old = release("tiny-v1", "v0.1.0", uid="uid-old")
     new = release("tiny-v2", "v0.2.0", uid="uid-new", status={"phase": "RollingOut"})
-    view = ServingView(deployment("tiny-v2", previous="tiny-v1", ready=False, deadline=True),
-                       (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "RollingOut", True)),
-                       previous=old)
+    view = ServingView(
+        deployment("tiny-v2", previous="tiny-v1", ready=False, deadline=True),
+        (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "RollingOut", True)),
+        previous=old,
+    )
     decision = decide(new, Observed(**{**_passed(new).__dict__, "serving": view}), SETTINGS, NOW)
     assert decision.status["phase"] == "RolledBack"
     restored = next(o for o in decision.apply if o["kind"] == "Deployment")
@@ -221,13 +273,18 @@ def test_a_deadline_left_by_someone_elses_rollout_does_not_roll_back_the_restore
 
 
 def test_a_hub_dataset_without_a_revision_is_flagged_once_as_a_condition_and_an_event():
-    rel = release(hub={"offline": False},
-                  datasets=[{"name": "lianghsun/tw-legal-nlp"}, {"name": "lianghsun/tw-judgment-qa", "revision": "v1"}])
+    rel = release(
+        hub={"offline": False},
+        datasets=[{"name": "lianghsun/tw-legal-nlp"}, {"name": "lianghsun/tw-judgment-qa", "revision": "v1"}],
+    )
     first = decide(rel, Observed(), SETTINGS, NOW)
     pinned = next(c for c in first.status["conditions"] if c["type"] == "InputsPinned")
     assert (pinned["status"], pinned["reason"]) == ("False", "UnpinnedDataset")
     assert "1 of 2 datasets have no revision (lianghsun/tw-legal-nlp)" in pinned["message"]
-    assert [(e.type, e.reason) for e in first.events] == [("Warning", "UnpinnedDataset"), ("Normal", "TrainingJobCreated")]
+    assert [(e.type, e.reason) for e in first.events] == [
+        ("Warning", "UnpinnedDataset"),
+        ("Normal", "TrainingJobCreated"),
+    ]
     assert first.status["conditions"][0]["type"] == "Trained", "the stage conditions come first"
     later = decide(again(rel, first), Observed(training_job=job(ready=1)), SETTINGS, NOW)
     assert "UnpinnedDataset" not in [e.reason for e in later.events]
@@ -241,22 +298,35 @@ def test_pinned_inputs_say_so():
 
 def test_the_trainers_resolved_inputs_and_run_figures_land_in_status():
     result = TrainingResult(
-        outcome="Succeeded", final_loss=0.4, global_step=40, total_steps=40, epochs=2.0, samples=160, world_size=2,
-        inputs={"baseModel": {"name": "org/base", "revision": "v1", "commit": "a" * 40},
-                "datasets": [{"path": "/mnt/twlegal/datasets/a.jsonl", "checksum": "sha256:" + "b" * 64}]})
+        outcome="Succeeded",
+        final_loss=0.4,
+        global_step=40,
+        total_steps=40,
+        epochs=2.0,
+        samples=160,
+        world_size=2,
+        inputs={
+            "baseModel": {"name": "org/base", "revision": "v1", "commit": "a" * 40},
+            "datasets": [{"path": "/mnt/twlegal/datasets/a.jsonl", "checksum": "sha256:" + "b" * 64}],
+        },
+    )
     obs = Observed(training_job=job(("Complete", "x")), training_pods=(pod("trainer", result.termination_message()),))
     status = decide(release(), obs, SETTINGS, NOW).status
     assert status["inputs"]["baseModel"]["commit"] == "a" * 40
     assert status["inputs"]["datasets"][0]["checksum"].startswith("sha256:")
     assert {k: status["training"][k] for k in ("samples", "worldSize", "epochs")} == {
-        "samples": 160, "worldSize": 2, "epochs": 2.0}
+        "samples": 160,
+        "worldSize": 2,
+        "epochs": 2.0,
+    }
 
 
 def test_a_superseded_release_records_when_it_stopped_serving():
     old = release("tiny-v1", "v0.1.0", status={"phase": "Serving", "serving": {"servingSince": "2026-11-24T10:00:00Z"}})
     peers = (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "Serving", True))
-    decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v2"), peers)}),
-                      SETTINGS, NOW)
+    decision = decide(
+        old, Observed(**{**_passed(old).__dict__, "serving": ServingView(deployment("tiny-v2"), peers)}), SETTINGS, NOW
+    )
     assert decision.status["serving"] == {**decision.status["serving"], "supersededBy": "tiny-v2", "servedUntil": NOW}
 
 

@@ -63,7 +63,13 @@ def test_training_job_runs_the_reference_hyperparameters_on_8_gpus():
     config = TrainingConfig.model_validate_json(config_map["data"]["training.json"])
     hp = config.hyperparameters
     assert (hp.learning_rate, hp.per_device_batch_size, hp.gradient_accumulation_steps) == (5e-5, 20, 16)
-    assert (hp.epochs, hp.lr_scheduler, hp.warmup_steps, hp.optimizer, hp.seed) == (3, "cosine", 100, "adamw_torch_fused", 42)
+    assert (hp.epochs, hp.lr_scheduler, hp.warmup_steps, hp.optimizer, hp.seed) == (
+        3,
+        "cosine",
+        100,
+        "adamw_torch_fused",
+        42,
+    )
     assert config.processes == 8 and not config.use_cpu
     assert len(config.datasets) == 14
     assert config.base_model.name == "lianghsun/Llama-3.2-Taiwan-3B" and config.base_model.revision == "v2024.10.27"
@@ -159,8 +165,13 @@ def test_settings_choose_default_images_and_the_release_overrides_them():
 
 
 def test_serving_launch_argv_round_trips_with_extra_args():
-    launch = ServingLaunch(model="/m", revision="v1.0.0", served_model_names=["a", "a:v1.0.0"],
-                           max_model_len=256, extra_args=["--enable-prefix-caching", "--seed", "1"])
+    launch = ServingLaunch(
+        model="/m",
+        revision="v1.0.0",
+        served_model_names=["a", "a:v1.0.0"],
+        max_model_len=256,
+        extra_args=["--enable-prefix-caching", "--seed", "1"],
+    )
     assert ServingLaunch.from_argv(launch.to_argv()) == launch
 
 
@@ -169,8 +180,11 @@ def test_cli_render_prints_the_stage_as_a_yaml_stream(stage, capsys):
     assert main(["render", str(REFERENCE_RELEASE), "--stage", stage]) == 0
     out = capsys.readouterr().out
     kinds = [doc["kind"] for doc in yamlio.load_all(out)]
-    expected = {"training": ["ConfigMap", "Job"], "evaluation": ["ConfigMap", "Job"],
-                "serving": ["Deployment", "Service"]}[stage]
+    expected = {
+        "training": ["ConfigMap", "Job"],
+        "evaluation": ["ConfigMap", "Job"],
+        "serving": ["Deployment", "Service"],
+    }[stage]
     assert kinds == expected
     assert out.startswith("---\n")
 

@@ -23,15 +23,28 @@ def published(tmp_path: Path, version: str = "v0.1.0") -> Path:
 
 def test_args_map_to_vllm_flags(tmp_path):
     model = published(tmp_path)
-    launch = ServingLaunch(model=str(model), revision="v0.1.0", served_model_names=["m", "m:v0.1.0"],
-                           max_model_len=256, tensor_parallel_size=2, drain_seconds=90,
-                           extra_args=["--seed", "7"])
+    launch = ServingLaunch(
+        model=str(model),
+        revision="v0.1.0",
+        served_model_names=["m", "m:v0.1.0"],
+        max_model_len=256,
+        tensor_parallel_size=2,
+        drain_seconds=90,
+        extra_args=["--seed", "7"],
+    )
     argv = vllm_argv(launch, {"TWLEGAL_API_KEY": "k"})
     assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     joined = " ".join(argv)
-    for part in (f"--model {model}", "--served-model-name m m:v0.1.0", "--max-model-len 256",
-                 "--tensor-parallel-size 2", "--port 8000", "--enable-prefix-caching", "--api-key k",
-                 "--shutdown-timeout 90"):
+    for part in (
+        f"--model {model}",
+        "--served-model-name m m:v0.1.0",
+        "--max-model-len 256",
+        "--tensor-parallel-size 2",
+        "--port 8000",
+        "--enable-prefix-caching",
+        "--api-key k",
+        "--shutdown-timeout 90",
+    ):
         assert part in joined, part
     assert argv[-2:] == ["--seed", "7"] and "--revision" not in argv, "a path is the revision itself"
     assert vllm_env(launch, {})["HF_HUB_OFFLINE"] == "1"
@@ -56,12 +69,16 @@ def test_a_wrong_or_missing_revision_is_refused_naming_it(tmp_path, capsys):
     with pytest.raises(ManifestError, match=r"holds revision 'v0\.1\.0', but 'v0\.2\.0' is pinned"):
         verify(model, "v0.2.0")
     missing = tmp_path / "releases" / "m" / "v0.3.0"
-    assert main(["--model", str(missing), "--revision", "v0.3.0", "--served-model-name", "m",
-                 "--max-model-len", "64"]) == EXIT_REFUSED
+    assert (
+        main(["--model", str(missing), "--revision", "v0.3.0", "--served-model-name", "m", "--max-model-len", "64"])
+        == EXIT_REFUSED
+    )
     assert "revision v0.3.0" in capsys.readouterr().err
     (model / MANIFEST_FILE).unlink()
     with pytest.raises(ManifestError, match=r"twlegal-manifest\.json is missing"):
         verify(model, "v0.1.0")
-    assert main(["--model", str(model), "--revision", "v0.1.0", "--served-model-name", "m",
-                 "--max-model-len", "64"]) == EXIT_REFUSED
+    assert (
+        main(["--model", str(model), "--revision", "v0.1.0", "--served-model-name", "m", "--max-model-len", "64"])
+        == EXIT_REFUSED
+    )
     assert "refusing to start: revision v0.1.0:" in capsys.readouterr().err

@@ -40,11 +40,29 @@ def test_the_hyperparameters_map_one_to_one(config):
     hp = config.hyperparameters
     args = training_arguments(config, 1, CHECKPOINTS)
     assert args["output_dir"] == str(CHECKPOINTS)
-    assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"], args["learning_rate"],
-            args["num_train_epochs"], args["lr_scheduler_type"], args["warmup_steps"], args["optim"],
-            args["weight_decay"], args["max_grad_norm"], args["seed"]) == (
-        hp.per_device_batch_size, hp.gradient_accumulation_steps, hp.learning_rate, hp.epochs, hp.lr_scheduler,
-        hp.warmup_steps, hp.optimizer, hp.weight_decay, hp.max_grad_norm, hp.seed)
+    assert (
+        args["per_device_train_batch_size"],
+        args["gradient_accumulation_steps"],
+        args["learning_rate"],
+        args["num_train_epochs"],
+        args["lr_scheduler_type"],
+        args["warmup_steps"],
+        args["optim"],
+        args["weight_decay"],
+        args["max_grad_norm"],
+        args["seed"],
+    ) == (
+        hp.per_device_batch_size,
+        hp.gradient_accumulation_steps,
+        hp.learning_rate,
+        hp.epochs,
+        hp.lr_scheduler,
+        hp.warmup_steps,
+        hp.optimizer,
+        hp.weight_decay,
+        hp.max_grad_norm,
+        hp.seed,
+    )
     assert args["save_strategy"] == "steps" and args["save_steps"] == config.checkpoint_every_steps
     assert args["report_to"] == [] and args["remove_unused_columns"] is False
     assert args["include_num_input_tokens_seen"] == "non_padding", "tokens/s counts real tokens"
@@ -101,16 +119,29 @@ def test_a_checkpoint_from_another_world_size_is_refused_under_deepspeed_only(co
 
 
 def trainer_state(**values) -> SimpleNamespace:
-    state = {"log_history": [{"loss": 2.0}, {"learning_rate": 1e-3}, {"loss": 0.5}, {"train_runtime": 4.0}],
-             "global_step": 12, "max_steps": 12, "epoch": 3.0, "num_input_tokens_seen": 1000, "total_flos": 7}
+    state = {
+        "log_history": [{"loss": 2.0}, {"learning_rate": 1e-3}, {"loss": 0.5}, {"train_runtime": 4.0}],
+        "global_step": 12,
+        "max_steps": 12,
+        "epoch": 3.0,
+        "num_input_tokens_seen": 1000,
+        "total_flos": 7,
+    }
     return SimpleNamespace(**{**state, **values})
 
 
 def test_the_result_figures_come_from_the_state_and_the_metrics():
     figures = result_figures(trainer_state(), {"train_runtime": 4.0, "train_samples_per_second": 9.5}, elapsed=60)
-    assert figures == {"final_loss": 0.5, "global_step": 12, "total_steps": 12, "epochs": 3.0,
-                       "runtime_seconds": 4.0, "samples_per_second": 9.5, "tokens_per_second": 250.0,
-                       "total_flos": 7.0}
+    assert figures == {
+        "final_loss": 0.5,
+        "global_step": 12,
+        "total_steps": 12,
+        "epochs": 3.0,
+        "runtime_seconds": 4.0,
+        "samples_per_second": 9.5,
+        "tokens_per_second": 250.0,
+        "total_flos": 7.0,
+    }
     TrainingResult(outcome="Succeeded", **figures)  # the result takes them as they are
 
 
@@ -187,7 +218,14 @@ def test_outside_a_pod_the_termination_message_is_only_logged(tmp_path, monkeypa
     assert capsys.readouterr().out == "twlegal-evaluation {}\n"
 
 
-@pytest.mark.parametrize("outcome,code", [("Succeeded", ExitCode.SUCCEEDED), ("Diverged", ExitCode.DIVERGED),
-                                          ("Interrupted", ExitCode.INTERRUPTED), ("Failed", ExitCode.FAILED)])
+@pytest.mark.parametrize(
+    "outcome,code",
+    [
+        ("Succeeded", ExitCode.SUCCEEDED),
+        ("Diverged", ExitCode.DIVERGED),
+        ("Interrupted", ExitCode.INTERRUPTED),
+        ("Failed", ExitCode.FAILED),
+    ],
+)
 def test_each_outcome_has_its_exit_code(outcome, code):
     assert TrainingResult(outcome=outcome).exit_code() == code

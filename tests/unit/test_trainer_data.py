@@ -12,11 +12,20 @@ from twlegal_trainer.data import DataError, load_conversations, load_dataset_inf
 
 
 def test_the_three_formats_become_the_same_messages():
-    want = [{"role": "system", "content": "s"}, {"role": "user", "content": "q\nctx"}, {"role": "assistant", "content": "a"}]
+    want = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "q\nctx"},
+        {"role": "assistant", "content": "a"},
+    ]
     assert to_messages({"system": "s", "instruction": "q", "input": "ctx", "output": "a"}, "auto") == want
     assert to_messages({"messages": want}, "auto") == want
-    assert to_messages({"system": "s", "conversations": [{"from": "human", "value": "q\nctx"},
-                                                          {"from": "gpt", "value": "a"}]}, "sharegpt") == want
+    assert (
+        to_messages(
+            {"system": "s", "conversations": [{"from": "human", "value": "q\nctx"}, {"from": "gpt", "value": "a"}]},
+            "sharegpt",
+        )
+        == want
+    )
 
 
 def test_alpaca_history_becomes_earlier_turns():
@@ -24,11 +33,14 @@ def test_alpaca_history_becomes_earlier_turns():
     assert [m["content"] for m in messages] == ["q1", "a1", "q2", "a2"]
 
 
-@pytest.mark.parametrize("row,fmt,message", [
-    ({"text": "x"}, "auto", "cannot tell the format"),
-    ({"instruction": "q"}, "alpaca", "lacks"),
-    ({"messages": [{"role": "user", "content": "q"}]}, "messages", "no assistant turn"),
-])
+@pytest.mark.parametrize(
+    "row,fmt,message",
+    [
+        ({"text": "x"}, "auto", "cannot tell the format"),
+        ({"instruction": "q"}, "alpaca", "lacks"),
+        ({"messages": [{"role": "user", "content": "q"}]}, "messages", "no assistant turn"),
+    ],
+)
 def test_bad_samples_are_reported(row, fmt, message):
     with pytest.raises(DataError, match=message):
         to_messages(row, fmt)
@@ -36,22 +48,35 @@ def test_bad_samples_are_reported(row, fmt, message):
 
 def test_datasets_are_mixed_in_the_order_given_and_errors_name_the_dataset(tmp_path):
     (tmp_path / "a.jsonl").write_text(json.dumps({"instruction": "1", "output": "A"}) + "\n")
-    (tmp_path / "b.json").write_text(json.dumps([{"messages": [{"role": "user", "content": "2"},
-                                                               {"role": "assistant", "content": "B"}]}]))
-    convs = load_conversations([DatasetSource(path=str(tmp_path / "a.jsonl")), DatasetSource(path=str(tmp_path / "b.json"))])
+    (tmp_path / "b.json").write_text(
+        json.dumps([{"messages": [{"role": "user", "content": "2"}, {"role": "assistant", "content": "B"}]}])
+    )
+    convs = load_conversations(
+        [DatasetSource(path=str(tmp_path / "a.jsonl")), DatasetSource(path=str(tmp_path / "b.json"))]
+    )
     assert [c[-1]["content"] for c in convs] == ["A", "B"]
     with pytest.raises(DataError, match=r"dataset 1 .*does not exist"):
-        load_conversations([DatasetSource(path=str(tmp_path / "a.jsonl")), DatasetSource(path=str(tmp_path / "none.jsonl"))])
+        load_conversations(
+            [DatasetSource(path=str(tmp_path / "a.jsonl")), DatasetSource(path=str(tmp_path / "none.jsonl"))]
+        )
 
 
 def test_llama_factory_dataset_info_is_adapted(tmp_path):
-    (tmp_path / "dataset_info.json").write_text(json.dumps({
-        "judgments": {"file_name": "judgments.json", "formatting": "sharegpt"},
-        "laws": {"hf_hub_url": "lianghsun/tw-law-article-qa", "revision": "abc123", "split": "train"},
-    }))
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "judgments": {"file_name": "judgments.json", "formatting": "sharegpt"},
+                "laws": {"hf_hub_url": "lianghsun/tw-law-article-qa", "revision": "abc123", "split": "train"},
+            }
+        )
+    )
     sources = load_dataset_info(tmp_path / "dataset_info.json", ["judgments", "laws"])
     assert sources[0] == DatasetSource(path=str(tmp_path / "judgments.json"), format="sharegpt")
-    assert (sources[1].name, sources[1].revision, sources[1].format) == ("lianghsun/tw-law-article-qa", "abc123", "alpaca")
+    assert (sources[1].name, sources[1].revision, sources[1].format) == (
+        "lianghsun/tw-law-article-qa",
+        "abc123",
+        "alpaca",
+    )
 
 
 def test_packing_keeps_whole_examples_in_order():

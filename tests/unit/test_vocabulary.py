@@ -44,11 +44,22 @@ def test_a_wrongly_typed_status_value_fails_too():
 
 
 def test_every_operator_variable_is_read_and_validated_by_the_settings_model():
-    env = {"TWLEGAL_WORKERS": "3", "TWLEGAL_RESYNC_SECONDS": "7.5", "TWLEGAL_METRICS_PORT": "0",
-           "TWLEGAL_KOPF_LOG_LEVEL": "INFO", "TWLEGAL_ROLLOUT_DEADLINE_SECONDS": "90", "UNRELATED": "x"}
+    env = {
+        "TWLEGAL_WORKERS": "3",
+        "TWLEGAL_RESYNC_SECONDS": "7.5",
+        "TWLEGAL_METRICS_PORT": "0",
+        "TWLEGAL_KOPF_LOG_LEVEL": "INFO",
+        "TWLEGAL_ROLLOUT_DEADLINE_SECONDS": "90",
+        "UNRELATED": "x",
+    }
     settings = OperatorSettings.from_env(env)
-    assert (settings.workers, settings.resync_seconds, settings.metrics_port, settings.kopf_log_level,
-            settings.rollout_deadline_seconds) == (3, 7.5, 0, "INFO", 90)
+    assert (
+        settings.workers,
+        settings.resync_seconds,
+        settings.metrics_port,
+        settings.kopf_log_level,
+        settings.rollout_deadline_seconds,
+    ) == (3, 7.5, 0, "INFO", 90)
     with pytest.raises(ValidationError, match="workers"):
         OperatorSettings.from_env({"TWLEGAL_WORKERS": "eight"})
     with pytest.raises(ValidationError, match="metrics_port"):

@@ -28,8 +28,14 @@ def newest_complete_checkpoint(directory: Path) -> tuple[Path | None, int | None
     world size that wrote it."""
     if not directory.is_dir():
         return None, None
-    found = sorted(((int(m.group(1)), p) for p in directory.iterdir()
-                    if (m := _CHECKPOINT.match(p.name)) and (p / COMPLETE_MARK).is_file()), reverse=True)
+    found = sorted(
+        (
+            (int(m.group(1)), p)
+            for p in directory.iterdir()
+            if (m := _CHECKPOINT.match(p.name)) and (p / COMPLETE_MARK).is_file()
+        ),
+        reverse=True,
+    )
     if not found:
         return None, None
     path = found[0][1]
@@ -70,13 +76,21 @@ def write_card(config: TrainingConfig, result: TrainingResult, beside: Path) -> 
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     sections = result.status_sections()
     sections["training"]["completionTime"] = now
-    ready = {"type": "Ready", "status": "False", "reason": "Trained", "lastTransitionTime": now,
-             "message": "trained; not yet evaluated when the trainer wrote this card"}
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Trained",
+        "lastTransitionTime": now,
+        "message": "trained; not yet evaluated when the trainer wrote this card",
+    }
     try:
-        release = LegalModelRelease.model_validate({
-            "metadata": {"name": config.release.name, "namespace": config.release.namespace},
-            "spec": config.spec.to_wire(), "status": {**sections, "conditions": [ready]},
-        })
+        release = LegalModelRelease.model_validate(
+            {
+                "metadata": {"name": config.release.name, "namespace": config.release.namespace},
+                "spec": config.spec.to_wire(),
+                "status": {**sections, "conditions": [ready]},
+            }
+        )
         (beside / CARD_FILE).write_text(card.render(release), encoding="utf-8")
     except Exception as exc:  # noqa: BLE001 - published weights must not fail over their card
         print(f"twlegal-train: model card not written: {exc!r}", flush=True)

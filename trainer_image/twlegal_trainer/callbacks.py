@@ -36,12 +36,14 @@ class DivergenceGuard(TrainerCallback):
         else:
             if not self.recent:
                 self.best = loss  # the baseline until the first window is full
-            self.recent = [*self.recent, loss][-self.window:]
+            self.recent = [*self.recent, loss][-self.window :]
             if len(self.recent) == self.window:
                 average = sum(self.recent) / self.window
                 if average > self.spike_ratio * self.best:
-                    self.reason = (f"loss averaged {average:.4g} over the {self.window} logs to step "
-                                   f"{state.global_step}, above {self.spike_ratio:g} x its minimum {self.best:.4g}")
+                    self.reason = (
+                        f"loss averaged {average:.4g} over the {self.window} logs to step "
+                        f"{state.global_step}, above {self.spike_ratio:g} x its minimum {self.best:.4g}"
+                    )
                 self.best = min(self.best, average)
         if self.reason:
             control.should_training_stop = True

@@ -27,8 +27,9 @@ def encode_llama3(tokenizer, messages: list[dict[str, str]], cutoff: int) -> Exa
     labels: list[int] = [IGNORE] * len(ids)
     eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
     for message in messages:
-        header = tokenizer.encode(f"<|start_header_id|>{message['role']}<|end_header_id|>\n\n",
-                                  add_special_tokens=False)
+        header = tokenizer.encode(
+            f"<|start_header_id|>{message['role']}<|end_header_id|>\n\n", add_special_tokens=False
+        )
         body = [*tokenizer.encode(message["content"], add_special_tokens=False), eot]
         ids += header + body
         learn = message["role"] == "assistant"
@@ -42,7 +43,7 @@ def encode_with_tokenizer_template(tokenizer, messages: list[dict[str, str]], cu
     labels: list[int] = []
     for end in range(1, len(messages) + 1):
         prefix = list(tokenizer.apply_chat_template(messages[:end], tokenize=True, return_dict=False))
-        new = prefix[len(ids):]
+        new = prefix[len(ids) :]
         learn = messages[end - 1]["role"] == "assistant"
         ids, labels = prefix, labels + (new if learn else [IGNORE] * len(new))
     return Example(ids[:cutoff], labels[:cutoff])

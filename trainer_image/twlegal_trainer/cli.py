@@ -37,9 +37,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Workers report through a file; torchrun itself only says "a worker failed".
     result_file = Path(tempfile.mkdtemp(prefix="twlegal-")) / "result.json"
     env = {**os.environ, TERMINATION_LOG_ENV: str(result_file)}
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             f"--nproc_per_node={config.processes}", "-m", "twlegal_trainer.worker",
-                             "--config", args.config], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={config.processes}",
+            "-m",
+            "twlegal_trainer.worker",
+            "--config",
+            args.config,
+        ],
+        env=env,
+    )
     signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
     code = proc.wait()
     if result_file.exists():

@@ -18,8 +18,15 @@ from .chat import IGNORE, encode_llama3, encode_with_tokenizer_template, pack
 
 Message = dict[str, str]
 Sample = dict[str, list[int]]  # input_ids and labels, as the Collator batches them
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "observation": "user", "function_call": "assistant"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "observation": "user",
+    "function_call": "assistant",
+}
 
 
 class DataError(ValueError):
@@ -78,8 +85,11 @@ def read_rows(source: DatasetSource) -> list[dict[str, Any]]:
         path = Path(source.path)
         if not path.exists():
             raise DataError(f"dataset path {path} does not exist")
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl", ".parquet")) \
-            if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl", ".parquet"))
+            if path.is_dir()
+            else [path]
+        )
         rows = [row for f in files for row in _read_file(f)]
     else:
         import datasets  # hub datasets: revision pinned as the release asks
@@ -113,8 +123,11 @@ def load_dataset_info(path: Path, names: list[str]) -> list[DatasetSource]:
         if "file_name" in entry:
             sources.append(DatasetSource(path=str(path.parent / entry["file_name"]), format=fmt))
         else:
-            sources.append(DatasetSource(name=entry["hf_hub_url"], revision=entry.get("revision"),
-                                         split=entry.get("split"), format=fmt))
+            sources.append(
+                DatasetSource(
+                    name=entry["hf_hub_url"], revision=entry.get("revision"), split=entry.get("split"), format=fmt
+                )
+            )
     return sources
 
 

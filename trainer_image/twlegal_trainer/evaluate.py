@@ -33,9 +33,11 @@ def score(model_path: str, rows: list[dict]) -> EvaluationResult:
         prompt = f"{row['question']}\n{listing}"
         best, best_score = -1, float("-inf")
         for i, choice in enumerate(row["choices"]):
-            example = encode_llama3(tokenizer, [{"role": "user", "content": prompt},
-                                                {"role": "assistant", "content": f"({LETTERS[i]}) {choice}"}],
-                                    cutoff=100_000)
+            example = encode_llama3(
+                tokenizer,
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"({LETTERS[i]}) {choice}"}],
+                cutoff=100_000,
+            )
             ids = torch.tensor([example.input_ids])
             labels = torch.tensor([example.labels])
             with torch.no_grad():
@@ -47,15 +49,15 @@ def score(model_path: str, rows: list[dict]) -> EvaluationResult:
             if mean.item() > best_score:
                 best, best_score = i, mean.item()
         correct += int(best == _answer_index(row))
-    return EvaluationResult(benchmark="", score=round(100.0 * correct / len(rows), 2), correct=correct,
-                            total=len(rows))
+    return EvaluationResult(benchmark="", score=round(100.0 * correct / len(rows), 2), correct=correct, total=len(rows))
 
 
 def main(config_path: str) -> int:
     config = EvaluationConfig.model_validate_json(Path(config_path).read_text(encoding="utf-8"))
     bench = config.benchmark
-    rows = read_rows(DatasetSource(name=bench.name, revision=bench.revision, path=bench.path,
-                                   split=config.benchmark_split or "test"))
+    rows = read_rows(
+        DatasetSource(name=bench.name, revision=bench.revision, path=bench.path, split=config.benchmark_split or "test")
+    )
     result = score(config.model_path, rows).model_copy(update={"benchmark": bench.name or bench.path or ""})
     Path(config.result_path).write_text(json.dumps(result.to_wire(), indent=2) + "\n")
     write_termination_message(result.termination_message(), log_prefix="twlegal-evaluation")

@@ -19,8 +19,11 @@ def tree_checksum(path: Path, exclude: tuple[str, ...] = ()) -> str:
     """sha256 of a file, or of the sorted "sha256  relative/path" lines of a directory's files."""
     if path.is_file():
         return "sha256:" + sha256(path)
-    lines = "".join(f"{sha256(p)}  {p.relative_to(path)}\n" for p in sorted(path.rglob("*"))
-                    if p.is_file() and p.name not in exclude)
+    lines = "".join(
+        f"{sha256(p)}  {p.relative_to(path)}\n"
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name not in exclude
+    )
     return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
 
 
@@ -31,8 +34,7 @@ def hub_commit(repo_id: str, revision: str | None, repo_type: str, offline: bool
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, repo_type=repo_type,
-                                      local_files_only=True)).name
+        return Path(snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_files_only=True)).name
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
     if offline:
@@ -48,8 +50,9 @@ def resolve(config: TrainingConfig) -> InputsStatus:
         if path:
             return ResolvedInput(path=path, checksum=tree_checksum(Path(path)))
         assert name is not None
-        return ResolvedInput(name=name, revision=revision,
-                             commit=hub_commit(name, revision, repo_type, config.hub_offline))
+        return ResolvedInput(
+            name=name, revision=revision, commit=hub_commit(name, revision, repo_type, config.hub_offline)
+        )
 
     base = config.base_model
     return InputsStatus(

@@ -24,8 +24,11 @@ from .data import Sample, load_conversations, training_samples
 
 def deepspeed_config(config: TrainingConfig) -> dict[str, Any]:
     """ZeRO from the release; batch sizes, clipping and precision left to the HF integration ("auto")."""
-    zero: dict[str, Any] = {"stage": config.deepspeed.zero_stage, "overlap_comm": not config.use_cpu,
-                            "contiguous_gradients": True}
+    zero: dict[str, Any] = {
+        "stage": config.deepspeed.zero_stage,
+        "overlap_comm": not config.use_cpu,
+        "contiguous_gradients": True,
+    }
     if config.deepspeed.offload == "cpu":
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": not config.use_cpu}
         if config.deepspeed.zero_stage == 3:
@@ -106,18 +109,25 @@ def training_arguments(config: TrainingConfig, world_size: int, checkpoint_dir: 
 def run_warnings(config: TrainingConfig, samples: int, world_size: int) -> list[str]:
     # The same checks the card makes, so the trainer's warnings and the card never disagree.
     total = planned_steps(samples, config, world_size)
-    return [f.message for f in consistency.check_run(config.hyperparameters, total_steps=total, samples=samples,
-                                                     world_size=world_size)]
+    return [
+        f.message
+        for f in consistency.check_run(
+            config.hyperparameters, total_steps=total, samples=samples, world_size=world_size
+        )
+    ]
 
 
-def resume_refusal(config: TrainingConfig, world_size: int, resume: Path | None,
-                   resume_world: int | None) -> str | None:
+def resume_refusal(
+    config: TrainingConfig, world_size: int, resume: Path | None, resume_world: int | None
+) -> str | None:
     """Why the newest checkpoint cannot be resumed by this run, or None. DeepSpeed's checkpoints are
     sharded per rank, so only the world size that wrote one can load it."""
     if resume is None or resume_world == world_size or not uses_deepspeed(config, world_size):
         return None
-    return (f"{resume} was written by {resume_world} processes, this run has {world_size}: "
-            "resume with the same GPU count, or convert it to a universal checkpoint first")
+    return (
+        f"{resume} was written by {resume_world} processes, this run has {world_size}: "
+        "resume with the same GPU count, or convert it to a universal checkpoint first"
+    )
 
 
 def result_figures(state: Any, metrics: dict[str, Any], elapsed: float) -> dict[str, Any]:
@@ -180,22 +190,37 @@ def run(config: TrainingConfig) -> int:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config.hyperparameters.precision]
     model = AutoModelForCausalLM.from_pretrained(base.path or base.name, revision=base.revision, dtype=dtype)
     guard = DivergenceGuard(config.loss_guard.max_spike_ratio)
-    trainer = Trainer(model=model, args=TrainingArguments(**training_arguments(config, world_size, checkpoint_dir)),
-                      train_dataset=dataset, data_collator=Collator(tokenizer.pad_token_id),
-                      callbacks=[guard, stop, MarkComplete()])
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**training_arguments(config, world_size, checkpoint_dir)),
+        train_dataset=dataset,
+        data_collator=Collator(tokenizer.pad_token_id),
+        callbacks=[guard, stop, MarkComplete()],
+    )
 
     # Train
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     state = trainer.state
-    common = {**result_figures(state, output.metrics, time.time() - started),
-              "warnings": warnings, "samples": len(dataset), "world_size": world_size, "inputs": inputs,
-              "resumed_from_step": artifacts.checkpoint_step(resume) if resume else None}
+    common = {
+        **result_figures(state, output.metrics, time.time() - started),
+        "warnings": warnings,
+        "samples": len(dataset),
+        "world_size": world_size,
+        "inputs": inputs,
+        "resumed_from_step": artifacts.checkpoint_step(resume) if resume else None,
+    }
     if guard.reason:
         return report(TrainingResult(outcome="Diverged", message=guard.reason, **common))
     if stop.requested and state.global_step < state.max_steps:
         newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir)
-        return report(TrainingResult(outcome="Interrupted", message="stopped by SIGTERM; resumable",
-                                     checkpoint=str(newest) if newest else None, **common))
+        return report(
+            TrainingResult(
+                outcome="Interrupted",
+                message="stopped by SIGTERM; resumable",
+                checkpoint=str(newest) if newest else None,
+                **common,
+            )
+        )
 
     # Save and publish
     final = Path(config.output_dir)
@@ -206,8 +231,13 @@ def run(config: TrainingConfig) -> int:
     tokenizer.save_pretrained(str(staging))
     checksum = artifacts.publish(staging, final, config.release.model, config.release.version)
     newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir)
-    result = TrainingResult(outcome="Succeeded", artifact_path=str(final), checksum=checksum,
-                            checkpoint=str(newest) if newest else None, **common)
+    result = TrainingResult(
+        outcome="Succeeded",
+        artifact_path=str(final),
+        checksum=checksum,
+        checkpoint=str(newest) if newest else None,
+        **common,
+    )
     code = report(result, final)
     artifacts.write_card(config, result, final)
     return code

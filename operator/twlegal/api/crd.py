@@ -32,8 +32,7 @@ PRINTER_COLUMNS = [
     {"name": "Score", "type": "number", "jsonPath": ".status.evaluation.score"},
     {"name": "Serving", "type": "string", "jsonPath": ".status.serving.revision"},
     {"name": "Target", "type": "string", "jsonPath": ".status.serving.target", "priority": 1},
-    {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason",
-     "priority": 1},
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
@@ -121,11 +120,13 @@ def open_api_schema() -> dict[str, Any]:
             "spec": schema_of(LegalModelReleaseSpec),
             "status": schema_of(LegalModelReleaseStatus),
         },
-        "x-kubernetes-validations": [{
-            "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-            "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
-            "(child Jobs and ConfigMaps append a suffix to it)",
-        }],
+        "x-kubernetes-validations": [
+            {
+                "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
+                "(child Jobs and ConfigMaps append a suffix to it)",
+            }
+        ],
     }
 
 
@@ -149,14 +150,16 @@ def custom_resource_definition() -> dict[str, Any]:
                 "categories": ["twlegal", "all"],
             },
             "scope": "Namespaced",
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": PRINTER_COLUMNS,
-                "schema": {"openAPIV3Schema": open_api_schema()},
-            }],
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": open_api_schema()},
+                }
+            ],
         },
     }
 

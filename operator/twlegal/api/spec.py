@@ -27,21 +27,23 @@ from .common import (
 
 VERSION_PATTERN = r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
 NAME_XOR_PATH = cel("has(self.name) != has(self.path)", "exactly one of name or path must be set")
-REVISION_NEEDS_NAME = cel(
-    "!has(self.revision) || has(self.name)", "revision only applies to a hub name, not to a path"
-)
+REVISION_NEEDS_NAME = cel("!has(self.revision) || has(self.name)", "revision only applies to a hub name, not to a path")
 SPLIT_NEEDS_NAME = cel("!has(self.split) || has(self.name)", "split only applies to a hub name, not to a path")
 
 
 class BaseModelRef(ApiModel):
     """The model to fine-tune: a hub repository pinned to a revision, or a path on the storage volume."""
 
-    model_config = ConfigDict(json_schema_extra=rules(
-        NAME_XOR_PATH,
-        cel("!has(self.name) || has(self.revision)",
-            "revision is required with name: pin the base model so the release is reproducible"),
-        REVISION_NEEDS_NAME,
-    ))
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            NAME_XOR_PATH,
+            cel(
+                "!has(self.name) || has(self.revision)",
+                "revision is required with name: pin the base model so the release is reproducible",
+            ),
+            REVISION_NEEDS_NAME,
+        )
+    )
 
     name: RepoId | None = Field(None, description="Hub repository id, e.g. lianghsun/Llama-3.2-Taiwan-3B.")
     revision: Revision | None = Field(
@@ -82,11 +84,24 @@ class DatasetRef(ApiModel):
 
 
 LrScheduler = Literal[
-    "linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr", "polynomial", "constant",
-    "constant_with_warmup", "inverse_sqrt", "warmup_stable_decay",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "cosine_with_min_lr",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "warmup_stable_decay",
 ]
 Optimizer = Literal[
-    "adamw_torch", "adamw_torch_fused", "adamw_apex_fused", "adamw_8bit", "adafactor", "sgd", "lion_32bit",
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adamw_apex_fused",
+    "adamw_8bit",
+    "adafactor",
+    "sgd",
+    "lion_32bit",
 ]
 Precision = Literal["bf16", "fp16", "fp32"]
 
@@ -94,12 +109,8 @@ Precision = Literal["bf16", "fp16", "fp32"]
 class Hyperparameters(ApiModel):
     """Optimisation settings, mapped one to one onto the Hugging Face Trainer's arguments."""
 
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = Field(
-        description="Peak learning rate, e.g. 5e-5."
-    )
-    per_device_batch_size: Annotated[int, Field(ge=1, le=4096)] = Field(
-        description="Samples per GPU per forward pass."
-    )
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = Field(description="Peak learning rate, e.g. 5e-5.")
+    per_device_batch_size: Annotated[int, Field(ge=1, le=4096)] = Field(description="Samples per GPU per forward pass.")
     gradient_accumulation_steps: Annotated[int, Field(ge=1, le=4096)] = Field(
         1, description="Forward passes accumulated per optimizer step."
     )
@@ -132,9 +143,9 @@ class ComputeResources(ApiModel):
     ] = Field("nvidia.com/gpu", description="Extended resource name of a GPU on your nodes.")
     cpu: Quantity | None = Field(None, description="CPU request and limit, e.g. 32 or 500m.")
     memory: Quantity | None = Field(None, description="Memory request and limit, e.g. 256Gi.")
-    node_selector: dict[
-        Annotated[str, StringConstraints(max_length=316)], Annotated[str, StringConstraints(max_length=63)]
-    ] | None = Field(None, description="Node labels the pod must match.", max_length=32)
+    node_selector: (
+        dict[Annotated[str, StringConstraints(max_length=316)], Annotated[str, StringConstraints(max_length=63)]] | None
+    ) = Field(None, description="Node labels the pod must match.", max_length=32)
     tolerations: list[Toleration] | None = Field(
         None, description="Taints the pod tolerates (e.g. of a GPU node pool).", max_length=32
     )
@@ -245,7 +256,9 @@ class Serving(ApiModel):
     max_model_len: Annotated[int, Field(ge=16, le=1048576)] = Field(
         4096, description="Longest context (prompt + completion) in tokens."
     )
-    served_model_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=128)] | None = Field(
+    served_model_name: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=128)] | None
+    ) = Field(
         None,
         description="Stable name clients request; defaults to spec.model. The revision-qualified "
         "name <servedModelName>:<version> is served too.",
@@ -269,19 +282,21 @@ class PvcStorage(ApiModel):
     claim_name: DnsLabel = Field(description="Name of the PersistentVolumeClaim.")
 
 
-PATH_TEMPLATE_DESCRIPTION = (
-    "Path on the storage volume; {model}, {version}, {namespace} and {name} are replaced."
-)
+PATH_TEMPLATE_DESCRIPTION = "Path on the storage volume; {model}, {version}, {namespace} and {name} are replaced."
 
 
 class Storage(ApiModel):
     """Where checkpoints and final weights live. Only a PVC today; object storage and hub push later."""
 
     pvc: PvcStorage = Field(description="The volume that holds base models, datasets, checkpoints and weights.")
-    artifact_path: str = relative_path(PATH_TEMPLATE_DESCRIPTION + " Final weights of the release.",
-                                       template=True, default="releases/{model}/{version}")
-    checkpoint_path: str = relative_path(PATH_TEMPLATE_DESCRIPTION + " Resumable checkpoints.",
-                                         template=True, default="checkpoints/{model}/{version}")
+    artifact_path: str = relative_path(
+        PATH_TEMPLATE_DESCRIPTION + " Final weights of the release.",
+        template=True,
+        default="releases/{model}/{version}",
+    )
+    checkpoint_path: str = relative_path(
+        PATH_TEMPLATE_DESCRIPTION + " Resumable checkpoints.", template=True, default="checkpoints/{model}/{version}"
+    )
 
 
 class Hub(ApiModel):
@@ -303,8 +318,8 @@ class Card(ApiModel):
     license: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)] | None = Field(
         None, description="License id as the Hugging Face hub names it, e.g. llama3.2 or apache-2.0."
     )
-    language: list[Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)*$", max_length=16)]] | None = Field(
-        None, description="Languages (ISO 639), e.g. [zh].", max_length=16
+    language: list[Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)*$", max_length=16)]] | None = (
+        Field(None, description="Languages (ISO 639), e.g. [zh].", max_length=16)
     )
     tags: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
         None, description="Hub tags, e.g. [legal, Taiwan].", max_length=32
@@ -317,15 +332,24 @@ class Card(ApiModel):
 class LegalModelReleaseSpec(ApiModel):
     """One versioned release of a fine-tuned Taiwan-legal model."""
 
-    model_config = ConfigDict(json_schema_extra=rules(
-        cel("!self.hub.offline || (!has(self.baseModel.name) && self.datasets.all(d, !has(d.name)))",
-            "hub.offline requires baseModel.path and a path for every dataset",
-            field_path=".hub.offline"),
-        cel("!has(self.evaluation) || !has(self.evaluation.benchmark.name) || !self.hub.offline",
-            "hub.offline requires evaluation.benchmark.path", field_path=".evaluation.benchmark"),
-    ))
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "!self.hub.offline || (!has(self.baseModel.name) && self.datasets.all(d, !has(d.name)))",
+                "hub.offline requires baseModel.path and a path for every dataset",
+                field_path=".hub.offline",
+            ),
+            cel(
+                "!has(self.evaluation) || !has(self.evaluation.benchmark.name) || !self.hub.offline",
+                "hub.offline requires evaluation.benchmark.path",
+                field_path=".evaluation.benchmark",
+            ),
+        )
+    )
 
-    model: RepoId = Field(description="Repository id of the released model, e.g. lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct.")
+    model: RepoId = Field(
+        description="Repository id of the released model, e.g. lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct."
+    )
     version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN, max_length=64)] = Field(
         description="Release version vMAJOR.MINOR.PATCH (v1.0.0 or v2024.11.13); the revision serving pins.",
         json_schema_extra=rules(immutable("spec.version")),
@@ -340,9 +364,7 @@ class LegalModelReleaseSpec(ApiModel):
         json_schema_extra=rules(immutable("spec.datasets")),
     )
     training: Training = Field(description="How to fine-tune.")
-    evaluation: Evaluation | None = Field(
-        None, description="Optional scoring gate between training and serving."
-    )
+    evaluation: Evaluation | None = Field(None, description="Optional scoring gate between training and serving.")
     serving: Serving = Field(
         default_factory=Serving, description="How to serve the release.", json_schema_extra={"default": {}}
     )

@@ -145,6 +145,9 @@ class LegalModelReleaseStatus(StatusModel):
 
 # The sections of status the operator writes, by their key in status.
 SECTIONS: dict[str, type[WrittenSection]] = {
-    "training": TrainingStatus, "evaluation": EvaluationStatus, "serving": ServingStatus,
-    "artifact": ArtifactStatus, "inputs": InputsStatus,
+    "training": TrainingStatus,
+    "evaluation": EvaluationStatus,
+    "serving": ServingStatus,
+    "artifact": ArtifactStatus,
+    "inputs": InputsStatus,
 }

@@ -24,8 +24,11 @@ def _from_files(path: str) -> list[LegalModelRelease]:
             for doc in yamlio.load_all(file.read_text(encoding="utf-8")):
                 # `kubectl get -o yaml` of several objects is a List; a folder may hold other kinds.
                 items = doc.get("items", []) if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
-                releases += [LegalModelRelease.from_object(item) for item in items
-                             if isinstance(item, dict) and item.get("kind") == KIND]
+                releases += [
+                    LegalModelRelease.from_object(item)
+                    for item in items
+                    if isinstance(item, dict) and item.get("kind") == KIND
+                ]
     except OSError as exc:
         raise SystemExit(f"twlegal: cannot read {path}: {exc.strerror}") from exc
     return releases
@@ -82,23 +85,38 @@ def cmd_card(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     source = argparse.ArgumentParser(add_help=False)
     source.add_argument("-n", "--namespace", help="namespace of the releases (default: the kubeconfig context's)")
-    source.add_argument("--from", dest="source", metavar="PATH",
-                        help="read exported release objects from a file or a folder instead of the cluster")
+    source.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="read exported release objects from a file or a folder instead of the cluster",
+    )
 
     p = sub.add_parser(
-        "history", parents=[source], help="a serving target's releases: version, date, phase, score, reason",
+        "history",
+        parents=[source],
+        help="a serving target's releases: version, date, phase, score, reason",
         description="Print the releases of TARGET (a spec.serving.target or a spec.model), newest version "
-        "first: version, date, phase, score and a one-line reason, all from their status.")
+        "first: version, date, phase, score and a one-line reason, all from their status.",
+    )
     p.add_argument("target", metavar="TARGET")
-    p.add_argument("-o", "--output", choices=("table", "markdown", "json"), default="table",
-                   help="table (default), markdown (the model card's table) or json")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "markdown", "json"),
+        default="table",
+        help="table (default), markdown (the model card's table) or json",
+    )
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser(
-        "card", parents=[source], help="the Hugging Face model card of a release, from its spec and status",
+        "card",
+        parents=[source],
+        help="the Hugging Face model card of a release, from its spec and status",
         description="Render the model card of RELEASE (YAML front matter with base_model, datasets, license, "
         "model-index; training procedure, hyperparameters, results, update history, how to serve the "
-        "pinned revision). Figures come from status only; missing ones are shown as not reported.")
+        "pinned revision). Figures come from status only; missing ones are shown as not reported.",
+    )
     p.add_argument("release", metavar="RELEASE")
     p.add_argument("--write", metavar="FILE", help="write the card to FILE (e.g. README.md) instead of stdout")
     p.set_defaults(func=cmd_card)

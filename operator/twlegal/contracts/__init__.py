@@ -12,6 +12,11 @@ from .serving import ServingLaunch
 from .training import ExitCode, ReleaseIdentity, TrainingConfig, TrainingResult
 
 __all__ = [
-    "EvaluationConfig", "EvaluationResult", "ExitCode", "ReleaseIdentity",
-    "ServingLaunch", "TrainingConfig", "TrainingResult",
+    "EvaluationConfig",
+    "EvaluationResult",
+    "ExitCode",
+    "ReleaseIdentity",
+    "ServingLaunch",
+    "TrainingConfig",
+    "TrainingResult",
 ]

@@ -59,8 +59,11 @@ def build(directory: Path, model: str, version: str, *, exclude: Collection[str]
     """Every file under `directory` with its sha256, except the manifest itself and files named in
     `exclude` (at any depth): files written beside the weights that are not part of them."""
     skip = {MANIFEST_FILE, *exclude}
-    files = {str(p.relative_to(directory)): sha256(p) for p in sorted(directory.rglob("*"))
-             if p.is_file() and p.name not in skip}
+    files = {
+        str(p.relative_to(directory)): sha256(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
     return Manifest(model=model, version=version, files=files)
 
 

@@ -30,9 +30,12 @@ class ServingLaunch(ApiModel):
         for name in self.served_model_names:
             argv += ["--served-model-name", name]
         argv += [
-            "--max-model-len", str(self.max_model_len),
-            "--tensor-parallel-size", str(self.tensor_parallel_size),
-            "--port", str(self.port),
+            "--max-model-len",
+            str(self.max_model_len),
+            "--tensor-parallel-size",
+            str(self.tensor_parallel_size),
+            "--port",
+            str(self.port),
         ]
         if not self.verify_manifest:
             argv.append("--no-verify-manifest")
@@ -47,7 +50,7 @@ class ServingLaunch(ApiModel):
         extra: list[str] = []
         if "--" in argv:
             cut = argv.index("--")
-            argv, extra = argv[:cut], argv[cut + 1:]
+            argv, extra = argv[:cut], argv[cut + 1 :]
         parser = argparse.ArgumentParser(prog="twlegal-serve", exit_on_error=False)
         parser.add_argument("--model", required=True)
         parser.add_argument("--revision", required=True)
@@ -59,8 +62,13 @@ class ServingLaunch(ApiModel):
         parser.add_argument("--drain-seconds", type=int, default=0)
         ns = parser.parse_args(argv)
         return cls(
-            model=ns.model, revision=ns.revision, served_model_names=ns.names,
-            max_model_len=ns.max_model_len, tensor_parallel_size=ns.tensor_parallel_size,
-            port=ns.port, verify_manifest=not ns.no_verify_manifest, drain_seconds=ns.drain_seconds,
+            model=ns.model,
+            revision=ns.revision,
+            served_model_names=ns.names,
+            max_model_len=ns.max_model_len,
+            tensor_parallel_size=ns.tensor_parallel_size,
+            port=ns.port,
+            verify_manifest=not ns.no_verify_manifest,
+            drain_seconds=ns.drain_seconds,
             extra_args=extra,
         )

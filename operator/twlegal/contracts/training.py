@@ -32,8 +32,12 @@ class ExitCode(IntEnum):
 RETRIABLE_EXIT_CODES = (int(ExitCode.INTERRUPTED), 137, 143)
 
 
-_OUTCOME_EXIT = {"Succeeded": ExitCode.SUCCEEDED, "Diverged": ExitCode.DIVERGED,
-                 "Interrupted": ExitCode.INTERRUPTED, "Failed": ExitCode.FAILED}
+_OUTCOME_EXIT = {
+    "Succeeded": ExitCode.SUCCEEDED,
+    "Diverged": ExitCode.DIVERGED,
+    "Interrupted": ExitCode.INTERRUPTED,
+    "Failed": ExitCode.FAILED,
+}
 
 
 class ReleaseIdentity(ApiModel):
@@ -122,7 +126,8 @@ class TrainingResult(ApiModel):
         # What goes first when it does not fit: warnings, then the message, then the dataset
         # provenance (the file beside the weights keeps all of it; the card shows it as missing).
         while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and (
-                data.get("warnings") or data.get("message") or (data.get("inputs") or {}).get("datasets")):
+            data.get("warnings") or data.get("message") or (data.get("inputs") or {}).get("datasets")
+        ):
             if data.get("warnings"):
                 data["warnings"] = data["warnings"][:-1]
             elif data.get("message"):
@@ -134,11 +139,20 @@ class TrainingResult(ApiModel):
 
     def status_sections(self) -> dict[str, dict[str, Any]]:
         """The result as the release's status records it (camelCase sections, unset ones absent)."""
-        training = {"finalLoss": self.final_loss, "globalStep": self.global_step, "totalSteps": self.total_steps,
-                    "epochs": self.epochs, "runtimeSeconds": self.runtime_seconds,
-                    "samplesPerSecond": self.samples_per_second, "tokensPerSecond": self.tokens_per_second,
-                    "totalFlos": self.total_flos, "samples": self.samples, "worldSize": self.world_size,
-                    "checkpoint": self.checkpoint, "warnings": self.warnings or None}
+        training = {
+            "finalLoss": self.final_loss,
+            "globalStep": self.global_step,
+            "totalSteps": self.total_steps,
+            "epochs": self.epochs,
+            "runtimeSeconds": self.runtime_seconds,
+            "samplesPerSecond": self.samples_per_second,
+            "tokensPerSecond": self.tokens_per_second,
+            "totalFlos": self.total_flos,
+            "samples": self.samples,
+            "worldSize": self.world_size,
+            "checkpoint": self.checkpoint,
+            "warnings": self.warnings or None,
+        }
         sections: dict[str, dict[str, Any]] = {"training": {k: v for k, v in training.items() if v is not None}}
         artifact = {k: v for k, v in {"path": self.artifact_path, "checksum": self.checksum}.items() if v}
         if artifact:

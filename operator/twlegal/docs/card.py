@@ -51,11 +51,18 @@ def card_data(release: LegalModelRelease) -> ModelCardData:
     bench = spec.evaluation.benchmark if spec.evaluation else None
     if bench is not None and evaluation.get("score") is not None:
         bench_id = bench.name or bench.path or ""  # the API requires one of the two
-        eval_results = [EvalResult(
-            task_type="text-generation", dataset_type=bench_id, dataset_name=bench_id,
-            dataset_split=bench.split, dataset_revision=bench.revision,
-            metric_type="accuracy", metric_name=f"accuracy on {bench_id}", metric_value=evaluation["score"],
-        )]
+        eval_results = [
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=bench_id,
+                dataset_name=bench_id,
+                dataset_split=bench.split,
+                dataset_revision=bench.revision,
+                metric_type="accuracy",
+                metric_name=f"accuracy on {bench_id}",
+                metric_value=evaluation["score"],
+            )
+        ]
     return ModelCardData(
         model_name=spec.model,
         library_name="transformers",
@@ -73,8 +80,7 @@ def card_data(release: LegalModelRelease) -> ModelCardData:
 
 def _input_row(label: str, asked: dict[str, Any], resolved: dict[str, Any] | None) -> str:
     source = _hub_link(asked["name"], label) if asked.get("name") else f"`{asked.get('path')}` (storage volume)"
-    revision = f"`{asked['revision']}`" if asked.get("revision") else (
-        "**unpinned**" if asked.get("name") else "—")
+    revision = f"`{asked['revision']}`" if asked.get("revision") else ("**unpinned**" if asked.get("name") else "—")
     if resolved is None:
         got = NOT_REPORTED
     elif resolved.get("commit"):
@@ -90,10 +96,18 @@ def _inputs(release: LegalModelRelease, status: dict[str, Any]) -> list[str]:
     spec = release.spec
     inputs = status.get("inputs") or {}
     resolved = inputs.get("datasets") or []
-    out = ["### Base model", "", "| model | revision asked for | loaded |", "|---|---|---|",
-           _input_row("model", spec.base_model.model_dump(exclude_none=True), inputs.get("baseModel")), "",
-           f"### Training data ({len(spec.datasets)} datasets, mixed in this order)", "",
-           "| dataset | revision asked for | loaded |", "|---|---|---|"]
+    out = [
+        "### Base model",
+        "",
+        "| model | revision asked for | loaded |",
+        "|---|---|---|",
+        _input_row("model", spec.base_model.model_dump(exclude_none=True), inputs.get("baseModel")),
+        "",
+        f"### Training data ({len(spec.datasets)} datasets, mixed in this order)",
+        "",
+        "| dataset | revision asked for | loaded |",
+        "|---|---|---|",
+    ]
     for index, dataset in enumerate(spec.datasets):
         asked = dataset.model_dump(exclude_none=True)
         got = resolved[index] if index < len(resolved) else None
@@ -106,12 +120,18 @@ def _hyperparameters(release: LegalModelRelease, training: dict[str, Any]) -> li
     hp = spec.hyperparameters
     # One process per GPU; on CPU only the trainer knows how many it ran.
     devices = training.get("worldSize") or spec.resources.gpus or None
-    total = (f"{consistency.global_batch(hp, devices)} (train_batch_size x gradient_accumulation_steps x "
-             f"num_devices = {hp.per_device_batch_size} x {hp.gradient_accumulation_steps} x {devices})"
-             if devices else NOT_REPORTED)
+    total = (
+        f"{consistency.global_batch(hp, devices)} (train_batch_size x gradient_accumulation_steps x "
+        f"num_devices = {hp.per_device_batch_size} x {hp.gradient_accumulation_steps} x {devices})"
+        if devices
+        else NOT_REPORTED
+    )
     processes = training.get("worldSize")
-    hardware = (f"{spec.resources.gpus} x `{spec.resources.gpu_resource_name}`" if spec.resources.gpus
-                else f"CPU ({_or_missing(processes)} training process{'' if processes == 1 else 'es'})")
+    hardware = (
+        f"{spec.resources.gpus} x `{spec.resources.gpu_resource_name}`"
+        if spec.resources.gpus
+        else f"CPU ({_or_missing(processes)} training process{'' if processes == 1 else 'es'})"
+    )
     if spec.resources.node_selector:
         hardware += " on nodes " + ", ".join(f"`{k}={v}`" for k, v in sorted(spec.resources.node_selector.items()))
     return [
@@ -167,10 +187,12 @@ def _evaluation(release: LegalModelRelease, status: dict[str, Any]) -> list[str]
         where += f" at `{bench.revision}`"
     passed = evaluation.get("passed")
     verdict = NOT_REPORTED if passed is None else ("passed: may be served" if passed else "failed: never served")
-    return [f"- **benchmark:** {where} (multiple choice, accuracy in percent)",
-            f"- **score:** {_or_missing(evaluation.get('score'), '{:g}')}",
-            f"- **minimum score to serve:** {spec.min_score:g}",
-            f"- **gate:** {verdict}"]
+    return [
+        f"- **benchmark:** {where} (multiple choice, accuracy in percent)",
+        f"- **score:** {_or_missing(evaluation.get('score'), '{:g}')}",
+        f"- **minimum score to serve:** {spec.min_score:g}",
+        f"- **gate:** {verdict}",
+    ]
 
 
 def _serve(release: LegalModelRelease, status: dict[str, Any]) -> list[str]:
@@ -179,9 +201,11 @@ def _serve(release: LegalModelRelease, status: dict[str, Any]) -> list[str]:
     name = spec.serving.served_model_name or spec.model
     if status.get("phase") in TERMINAL_PHASES:
         # The gate's verdict outranks instructions: a card must not tell anyone to serve this.
-        return [f"Do not serve this revision: the release is {status['phase']} and twlegal never served it "
-                f"(or took it back). The target `{names.serving_target(release)}` serves the newest passing "
-                "release; see the update history above."]
+        return [
+            f"Do not serve this revision: the release is {status['phase']} and twlegal never served it "
+            f"(or took it back). The target `{names.serving_target(release)}` serves the newest passing "
+            "release; see the update history above."
+        ]
     return [
         "The revision to serve is this release's version; it names the weights that were evaluated above. "
         "Pin it, and check the weights against their manifest checksum:",

@@ -78,17 +78,31 @@ def row(release: LegalModelRelease) -> Row:
     evaluation = status.get("evaluation") or {}
     phase = status.get("phase")
     reason = _reason(phase, serving, one_line(ready.get("message") or ""))
-    finished = (serving.get("servingSince") if phase in (Phase.SERVING, Phase.SUPERSEDED) else None) \
-        or (ready.get("lastTransitionTime") if phase not in (None, Phase.PENDING, Phase.TRAINING, Phase.EVALUATING) else None) \
-        or (status.get("training") or {}).get("completionTime") \
+    finished = (
+        (serving.get("servingSince") if phase in (Phase.SERVING, Phase.SUPERSEDED) else None)
+        or (
+            ready.get("lastTransitionTime")
+            if phase not in (None, Phase.PENDING, Phase.TRAINING, Phase.EVALUATING)
+            else None
+        )
+        or (status.get("training") or {}).get("completionTime")
         or (release.metadata.model_extra or {}).get("creationTimestamp")
+    )
     card = release.spec.card
     return Row(
-        version=release.spec.version, date=finished[:10] if finished else None, phase=phase,
-        score=evaluation.get("score"), reason=reason or (phase or "not reconciled yet"),
-        summary=card.summary if card else None, name=release.name, namespace=release.namespace,
-        benchmark=evaluation.get("benchmark"), serving_since=serving.get("servingSince"),
-        served_until=serving.get("servedUntil"), superseded_by=serving.get("supersededBy"), finished=finished,
+        version=release.spec.version,
+        date=finished[:10] if finished else None,
+        phase=phase,
+        score=evaluation.get("score"),
+        reason=reason or (phase or "not reconciled yet"),
+        summary=card.summary if card else None,
+        name=release.name,
+        namespace=release.namespace,
+        benchmark=evaluation.get("benchmark"),
+        serving_since=serving.get("servingSince"),
+        served_until=serving.get("servedUntil"),
+        superseded_by=serving.get("supersededBy"),
+        finished=finished,
     )
 
 
@@ -115,11 +129,20 @@ def table(history: list[Row]) -> str:
         summary = r.summary or MISSING
         if len(summary) > SUMMARY_WIDTH:
             summary = summary[: SUMMARY_WIDTH - 1] + "…"
-        lines.append([r.version, r.date or MISSING, r.phase or MISSING, _score(r.score),
-                      *([summary] if with_summary else []), r.reason])
+        lines.append(
+            [
+                r.version,
+                r.date or MISSING,
+                r.phase or MISSING,
+                _score(r.score),
+                *([summary] if with_summary else []),
+                r.reason,
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
-    return "".join("   ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]]) + "\n"
-                   for line in lines)
+    return "".join(
+        "   ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]]) + "\n" for line in lines
+    )
 
 
 def _cell(text: str) -> str:
@@ -128,14 +151,16 @@ def _cell(text: str) -> str:
 
 def markdown(history: list[Row]) -> str:
     """The card's "Model Update History" table."""
-    out = ["| Update Date | Model Version | Phase | Score | What happened | Key Changes |",
-           "|---|---|---|---|---|---|"]
+    out = ["| Update Date | Model Version | Phase | Score | What happened | Key Changes |", "|---|---|---|---|---|---|"]
     for r in history:
-        out.append(f"| {r.date or MISSING} | {r.version} | {r.phase or MISSING} | {_score(r.score)} | "
-                   f"{_cell(r.reason)} | {_cell(r.summary or MISSING)} |")
+        out.append(
+            f"| {r.date or MISSING} | {r.version} | {r.phase or MISSING} | {_score(r.score)} | "
+            f"{_cell(r.reason)} | {_cell(r.summary or MISSING)} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def to_json(target: str, history: list[Row]) -> str:
-    return json.dumps({"target": target, "releases": [r.to_json() for r in history]},
-                      indent=2, ensure_ascii=False) + "\n"
+    return (
+        json.dumps({"target": target, "releases": [r.to_json() for r in history]}, indent=2, ensure_ascii=False) + "\n"
+    )

@@ -26,8 +26,9 @@ def job_state(job: dict[str, Any]) -> JobState:
     attempts = int(status.get("active", 0)) + int(status.get("failed", 0)) + int(status.get("succeeded", 0))
     start, completion = status.get("startTime"), status.get("completionTime")
 
-    def state(name: Literal["pending", "running", "succeeded", "failed"], reason: str = "",
-              message: str = "") -> JobState:
+    def state(
+        name: Literal["pending", "running", "succeeded", "failed"], reason: str = "", message: str = ""
+    ) -> JobState:
         return JobState(name, reason, message, attempts=attempts, start_time=start, completion_time=completion)
 
     for cond in status.get("conditions") or []:
@@ -38,8 +39,13 @@ def job_state(job: dict[str, Any]) -> JobState:
         if cond.get("type") == "Failed":
             return state("failed", cond.get("reason", "Failed"), cond.get("message", ""))
     uncounted = status.get("uncountedTerminatedPods") or {}
-    if int(status.get("ready", 0)) > 0 or int(status.get("failed", 0)) > 0 \
-            or int(status.get("succeeded", 0)) > 0 or uncounted.get("succeeded") or uncounted.get("failed"):
+    if (
+        int(status.get("ready", 0)) > 0
+        or int(status.get("failed", 0)) > 0
+        or int(status.get("succeeded", 0)) > 0
+        or uncounted.get("succeeded")
+        or uncounted.get("failed")
+    ):
         return state("running")  # a pod ran; the Job controller has not concluded yet
     return state("pending")
 
@@ -50,6 +56,7 @@ def is_finished(job: dict[str, Any] | None) -> bool:
 
 def termination_message(pods: list[dict[str, Any]], container: str) -> str | None:
     """The termination message of `container` in the newest pod that has one."""
+
     def created(pod: dict[str, Any]) -> str:
         return str(pod.get("metadata", {}).get("creationTimestamp") or "")
 

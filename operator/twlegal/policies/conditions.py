@@ -7,8 +7,18 @@ from typing import Any
 from ..api.reasons import CONDITION_TYPES as ORDER
 from ..api.reasons import DEPLOYED, EVALUATED, INPUTS_PINNED, READY, TRAINED
 
-__all__ = ["DEPLOYED", "EVALUATED", "INPUTS_PINNED", "ORDER", "READY", "TRAINED", "get", "is_false", "is_true",
-           "set_condition"]
+__all__ = [
+    "DEPLOYED",
+    "EVALUATED",
+    "INPUTS_PINNED",
+    "ORDER",
+    "READY",
+    "TRAINED",
+    "get",
+    "is_false",
+    "is_true",
+    "set_condition",
+]
 
 
 def get(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
@@ -25,8 +35,16 @@ def is_false(conditions: list[dict[str, Any]], type_: str) -> bool:
     return bool(cond and cond.get("status") == "False")
 
 
-def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
-                  *, generation: int | None, now: str) -> list[dict[str, Any]]:
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
     """A new list with `type_` set; lastTransitionTime moves only when the status changes."""
     old = get(conditions, type_)
     changed = old is None or old.get("status") != status

@@ -29,17 +29,25 @@ def unpinned_datasets(spec: LegalModelReleaseSpec) -> list[Finding]:
     if not names:
         return []
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return [Finding(reasons.UNPINNED_DATASET,
-                    f"{len(names)} of {len(spec.datasets)} datasets have no revision ({shown}): "
-                    "the same release may train on different data; pin spec.datasets[].revision")]
+    return [
+        Finding(
+            reasons.UNPINNED_DATASET,
+            f"{len(names)} of {len(spec.datasets)} datasets have no revision ({shown}): "
+            "the same release may train on different data; pin spec.datasets[].revision",
+        )
+    ]
 
 
 def warmup_not_below_total(hp: Hyperparameters, total_steps: int | None) -> list[Finding]:
     if total_steps is None or hp.warmup_steps < total_steps:
         return []
-    return [Finding(reasons.WARMUP_NOT_BELOW_TOTAL_STEPS,
-                    f"warmupSteps {hp.warmup_steps} is not below the {total_steps} optimizer steps of this run: "
-                    f"the learning rate never reaches its peak {hp.learning_rate:g}")]
+    return [
+        Finding(
+            reasons.WARMUP_NOT_BELOW_TOTAL_STEPS,
+            f"warmupSteps {hp.warmup_steps} is not below the {total_steps} optimizer steps of this run: "
+            f"the learning rate never reaches its peak {hp.learning_rate:g}",
+        )
+    ]
 
 
 def global_batch(hp: Hyperparameters, world_size: int) -> int:
@@ -53,20 +61,29 @@ def nearly_empty_last_batch(hp: Hyperparameters, samples: int | None, world_size
         return []
     batch = global_batch(hp, world_size)
     if samples < batch:
-        return [Finding(reasons.BATCH_LARGER_THAN_EPOCH,
-                        f"a global batch of {batch} samples ({hp.per_device_batch_size} per device x "
-                        f"{hp.gradient_accumulation_steps} accumulation x {world_size} devices) is larger than "
-                        f"the {samples} samples of an epoch: each epoch is a single, partial optimizer step")]
+        return [
+            Finding(
+                reasons.BATCH_LARGER_THAN_EPOCH,
+                f"a global batch of {batch} samples ({hp.per_device_batch_size} per device x "
+                f"{hp.gradient_accumulation_steps} accumulation x {world_size} devices) is larger than "
+                f"the {samples} samples of an epoch: each epoch is a single, partial optimizer step",
+            )
+        ]
     rest = samples % batch
     if 0 < rest < NEARLY_EMPTY_SHARE * batch:
-        return [Finding(reasons.LAST_BATCH_NEARLY_EMPTY,
-                        f"{samples} samples in global batches of {batch} leave {rest} samples "
-                        f"({100 * rest / batch:.1f}% of a batch) for the last optimizer step of each epoch")]
+        return [
+            Finding(
+                reasons.LAST_BATCH_NEARLY_EMPTY,
+                f"{samples} samples in global batches of {batch} leave {rest} samples "
+                f"({100 * rest / batch:.1f}% of a batch) for the last optimizer step of each epoch",
+            )
+        ]
     return []
 
 
-def check_run(hp: Hyperparameters, *, total_steps: int | None, samples: int | None,
-              world_size: int | None) -> list[Finding]:
+def check_run(
+    hp: Hyperparameters, *, total_steps: int | None, samples: int | None, world_size: int | None
+) -> list[Finding]:
     """What the trainer knows once its data is loaded (and the card knows from status)."""
     return [*warmup_not_below_total(hp, total_steps), *nearly_empty_last_batch(hp, samples, world_size)]
 
@@ -75,6 +92,12 @@ def check_release(spec: LegalModelReleaseSpec, training: dict[str, Any] | None =
     """Every finding about a release: its spec, and the run's figures from status.training."""
     training = training or {}
     hp = spec.training.hyperparameters
-    return [*unpinned_datasets(spec),
-            *check_run(hp, total_steps=training.get("totalSteps"), samples=training.get("samples"),
-                       world_size=training.get("worldSize"))]
+    return [
+        *unpinned_datasets(spec),
+        *check_run(
+            hp,
+            total_steps=training.get("totalSteps"),
+            samples=training.get("samples"),
+            world_size=training.get("worldSize"),
+        ),
+    ]

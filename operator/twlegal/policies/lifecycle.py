@@ -49,8 +49,13 @@ class Peer:
         status = release.status.to_wire() if release.status else {}
         conds = status.get("conditions") or []
         passed = cond.is_true(conds, TRAINED) and cond.is_true(conds, EVALUATED)
-        return cls(release.name, release.spec.version, status.get("phase"), passed,
-                   str((release.metadata.model_extra or {}).get("creationTimestamp", "")))
+        return cls(
+            release.name,
+            release.spec.version,
+            status.get("phase"),
+            passed,
+            str((release.metadata.model_extra or {}).get("creationTimestamp", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,14 @@ class _Plan:
 
     def condition(self, type_: str, status: str, reason: str, message: str = "") -> None:
         self.status["conditions"] = cond.set_condition(
-            self.status["conditions"], type_, status, reason, message,
-            generation=self.release.metadata.generation, now=self.now)
+            self.status["conditions"],
+            type_,
+            status,
+            reason,
+            message,
+            generation=self.release.metadata.generation,
+            now=self.now,
+        )
 
     def section(self, key: str, **values: Any) -> None:
         """Merge `values` (camelCase, as on the wire) into a status section, through its model."""
@@ -123,7 +134,8 @@ def settled_stages(release: LegalModelRelease) -> tuple[bool, bool]:
     conds = status.get("conditions") or []
     trained = cond.is_true(conds, TRAINED)
     evaluated = release.spec.evaluation is None or (
-        cond.get(conds, EVALUATED) is not None and "score" in (status.get("evaluation") or {}))
+        cond.get(conds, EVALUATED) is not None and "score" in (status.get("evaluation") or {})
+    )
     return trained, trained and evaluated
 
 
@@ -150,6 +162,7 @@ def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSet
 
 # --- inputs -----------------------------------------------------------------------------------
 
+
 def _inputs(plan: _Plan) -> None:
     """InputsPinned: whether every input names exactly what it trains on. Unpinned data is allowed
     (many hub datasets have no tags) but said loudly, once as an event and for good in status."""
@@ -164,6 +177,7 @@ def _inputs(plan: _Plan) -> None:
 
 
 # --- training ---------------------------------------------------------------------------------
+
 
 def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> Decision | None:
     release = plan.release
@@ -181,8 +195,13 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
     state = children.job_state(job)
     raw = children.termination_message(list(observed.training_pods), render_training.CONTAINER)
     result = children.parse_result(raw, TrainingResult)
-    plan.section("training", job=job_name, startTime=state.start_time, completionTime=state.completion_time,
-                 attempts=state.attempts)
+    plan.section(
+        "training",
+        job=job_name,
+        startTime=state.start_time,
+        completionTime=state.completion_time,
+        attempts=state.attempts,
+    )
     if result is not None:
         _record_training_result(plan, result)
 
@@ -206,13 +225,20 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
         message = "; ".join(part for part in (state.message, detail) if part) or state.reason
         plan.condition(TRAINED, "False", state.reason or R.JOB_FAILED, message)
         plan.condition(READY, "False", R.FAILED, f"training failed (checkpoints are kept): {message}")
-        return plan.phase(Phase.FAILED, f"Training{state.reason or 'Failed'}", f"training Job {job_name} failed: {message}")
+        return plan.phase(
+            Phase.FAILED, f"Training{state.reason or 'Failed'}", f"training Job {job_name} failed: {message}"
+        )
 
     # succeeded
     plan.condition(TRAINED, "True", R.TRAINED_OK, _trained_message(result))
     guard = release.spec.evaluation.loss_guard if release.spec.evaluation else None
-    if guard and guard.max_final_loss is not None and result and result.final_loss is not None \
-            and result.final_loss > guard.max_final_loss:
+    if (
+        guard
+        and guard.max_final_loss is not None
+        and result
+        and result.final_loss is not None
+        and result.final_loss > guard.max_final_loss
+    ):
         message = f"final training loss {result.final_loss:g} is above maxFinalLoss {guard.max_final_loss:g}"
         plan.condition(EVALUATED, "False", R.FINAL_LOSS_TOO_HIGH, message)
         plan.condition(READY, "False", R.REJECTED, message)
@@ -228,12 +254,15 @@ def _record_training_result(plan: _Plan, result: TrainingResult) -> None:
 def _trained_message(result: TrainingResult | None) -> str:
     if result is None:
         return "training Job succeeded (no result reported)"
-    parts = [f"{result.global_step} steps" if result.global_step is not None else "",
-             f"final loss {result.final_loss:g}" if result.final_loss is not None else ""]
+    parts = [
+        f"{result.global_step} steps" if result.global_step is not None else "",
+        f"final loss {result.final_loss:g}" if result.final_loss is not None else "",
+    ]
     return "trained: " + ", ".join(p for p in parts if p) if any(parts) else "trained"
 
 
 # --- evaluation -------------------------------------------------------------------------------
+
 
 def _evaluation(plan: _Plan, observed: Observed, settings: OperatorSettings) -> Decision | None:
     release = plan.release
@@ -283,6 +312,7 @@ def _gate(plan: _Plan, score: float) -> Decision | None:
 
 # --- serving ----------------------------------------------------------------------------------
 
+
 def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Decision:
     release = plan.release
     target = names.serving_target(release)
@@ -290,18 +320,23 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
     pinned = children.template_label(view.deployment, names.RELEASE_LABEL)
     # Only a passed release pins the target, so the pinned one counts as passed even when the
     # view of its status lags behind; a release deleted since no longer counts.
-    candidates = [p for p in view.peers if p.name != release.name and p.phase not in TERMINAL_PHASES
-                  and (p.passed or p.name == pinned)]
+    candidates = [
+        p
+        for p in view.peers
+        if p.name != release.name and p.phase not in TERMINAL_PHASES and (p.passed or p.name == pinned)
+    ]
     newest = max([me, *candidates], key=lambda p: (version_key(p.version), p.created, p.name))
-    plan.section("serving", target=target, deployment=target, service=target,
-                 endpoint=render_serving.endpoint(release))
+    plan.section("serving", target=target, deployment=target, service=target, endpoint=render_serving.endpoint(release))
 
     if newest.name != release.name:
         if plan.old.get("phase") == Phase.SERVING and newest.phase != Phase.SERVING:
             return plan.decision  # its pods serve until the newer release's are ready
         serving = plan.status.get("serving") or {}
-        plan.section("serving", supersededBy=newest.name,
-                     servedUntil=serving.get("servedUntil") or (plan.now if serving.get("servingSince") else None))
+        plan.section(
+            "serving",
+            supersededBy=newest.name,
+            servedUntil=serving.get("servedUntil") or (plan.now if serving.get("servingSince") else None),
+        )
         plan.condition(DEPLOYED, "False", R.SUPERSEDED, f"{newest.name} ({newest.version}) serves {target}")
         plan.condition(READY, "False", R.SUPERSEDED, f"{newest.name} ({newest.version}) serves {target}")
         return plan.phase(Phase.SUPERSEDED, R.SUPERSEDED, f"{newest.name} ({newest.version}) now serves {target}")
@@ -322,8 +357,11 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
             plan.condition(READY, "False", R.ROLLING_OUT, rollout.message)
             return plan.phase(Phase.ROLLING_OUT, R.ROLLOUT_STARTED, f"rolling {target} to {release.spec.version}")
         plan.decision.apply += _serving_objects(release, previous, settings)
-        plan.section("serving", revision=release.spec.version,
-                     servingSince=(plan.status.get("serving") or {}).get("servingSince") or plan.now)
+        plan.section(
+            "serving",
+            revision=release.spec.version,
+            servingSince=(plan.status.get("serving") or {}).get("servingSince") or plan.now,
+        )
         plan.status["serving"].pop("supersededBy", None)  # serving again, e.g. after a newer one rolled back
         plan.status["serving"].pop("servedUntil", None)
         plan.condition(DEPLOYED, "True", R.ROLLOUT_COMPLETE, f"{target} serves {release.spec.version}")
@@ -348,23 +386,25 @@ def previous_release_name(release_name: str, deployment: dict[str, Any] | None) 
     return children.annotation(deployment, PREVIOUS_RELEASE_ANNOTATION) or None
 
 
-def _serving_objects(release: LegalModelRelease, previous: LegalModelRelease | None,
-                     settings: OperatorSettings) -> list[dict[str, Any]]:
+def _serving_objects(
+    release: LegalModelRelease, previous: LegalModelRelease | None, settings: OperatorSettings
+) -> list[dict[str, Any]]:
     """Deployment + Service pinned to `release`. Both releases own them, so deleting the newer
     release alone never takes the target down (garbage collection waits for every owner)."""
     objects = render_serving.render(release, settings)
     for obj in objects:
         meta = obj["metadata"]
         if previous is not None and previous.metadata.uid:
-            meta["ownerReferences"] = [*meta.get("ownerReferences", []),
-                                       pod.owner_reference(previous, controller=False)]
+            meta["ownerReferences"] = [
+                *meta.get("ownerReferences", []),
+                pod.owner_reference(previous, controller=False),
+            ]
         if obj["kind"] == "Deployment":
             meta.setdefault("annotations", {})[PREVIOUS_RELEASE_ANNOTATION] = previous.name if previous else ""
     return objects
 
 
-def _roll_back(plan: _Plan, previous: LegalModelRelease | None, why: str,
-               settings: OperatorSettings) -> Decision:
+def _roll_back(plan: _Plan, previous: LegalModelRelease | None, why: str, settings: OperatorSettings) -> Decision:
     release = plan.release
     target = names.serving_target(release)
     if previous is not None:

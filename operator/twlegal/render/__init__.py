@@ -17,8 +17,9 @@ STAGES: tuple[str, ...] = ("training", "evaluation", "serving")
 _RENDERERS = {"training": training.render, "evaluation": evaluation.render, "serving": serving.render}
 
 
-def render_stage(release: LegalModelRelease, stage: Stage,
-                 settings: OperatorSettings = DEFAULT_SETTINGS) -> list[dict[str, Any]]:
+def render_stage(
+    release: LegalModelRelease, stage: Stage, settings: OperatorSettings = DEFAULT_SETTINGS
+) -> list[dict[str, Any]]:
     """The objects the operator applies for one stage of a release."""
     return _RENDERERS[stage](release, settings)
 

@@ -23,8 +23,9 @@ def evaluation_config(release: LegalModelRelease, settings: OperatorSettings) ->
     return EvaluationConfig(
         release=identity(release),
         model_path=artifact,
-        benchmark=ModelSource(name=bench.name, revision=bench.revision,
-                              path=pod.volume_path(settings, bench.path) if bench.path else None),
+        benchmark=ModelSource(
+            name=bench.name, revision=bench.revision, path=pod.volume_path(settings, bench.path) if bench.path else None
+        ),
         benchmark_split=bench.split,
         result_path=f"{artifact}/{RESULT_FILE}",
         use_cpu=release.spec.evaluation.gpus == 0,
@@ -36,8 +37,7 @@ def config_map(release: LegalModelRelease, settings: OperatorSettings) -> dict[s
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": pod.object_meta(release, names.evaluation_job_name(release),
-                                    names.labels(release, "evaluation")),
+        "metadata": pod.object_meta(release, names.evaluation_job_name(release), names.labels(release, "evaluation")),
         "data": {CONFIG_FILE: evaluation_config(release, settings).to_json()},
     }
 
@@ -55,8 +55,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
         "command": ["twlegal-train"],
         "args": ["evaluate", "--config", f"{settings.config_mount_path}/{CONFIG_FILE}"],
         "env": [*pod.hub_env(release, settings), {"name": "HOME", "value": "/tmp"}],
-        "resources": pod.resources(placement_spec.model_copy(update={"cpu": None, "memory": None}),
-                                   evaluation.gpus),
+        "resources": pod.resources(placement_spec.model_copy(update={"cpu": None, "memory": None}), evaluation.gpus),
         "volumeMounts": [
             {"name": pod.CONFIG_VOLUME, "mountPath": settings.config_mount_path, "readOnly": True},
             {"name": pod.STORAGE_VOLUME, "mountPath": settings.storage_mount_path},

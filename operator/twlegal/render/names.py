@@ -56,10 +56,12 @@ def serving_selector(target: str) -> dict[str, str]:
 
 
 def storage_path(template: str, release: LegalModelRelease) -> str:
-    return (template.replace("{model}", release.spec.model)
-            .replace("{version}", release.spec.version)
-            .replace("{namespace}", release.namespace)
-            .replace("{name}", release.name))
+    return (
+        template.replace("{model}", release.spec.model)
+        .replace("{version}", release.spec.version)
+        .replace("{namespace}", release.namespace)
+        .replace("{name}", release.name)
+    )
 
 
 def artifact_subpath(release: LegalModelRelease) -> str:

@@ -25,8 +25,9 @@ def owner_reference(release: LegalModelRelease, *, controller: bool = True) -> d
     }
 
 
-def object_meta(release: LegalModelRelease, name: str, labels: dict[str, str],
-                annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def object_meta(
+    release: LegalModelRelease, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     """metadata of a child; owner references only when the release exists in a cluster (has a uid)."""
     meta: dict[str, Any] = {"name": name, "namespace": release.namespace, "labels": labels}
     if annotations:

@@ -41,13 +41,13 @@ class OperatorSettings(BaseModel):
     resync_seconds: float = Field(60, gt=0, description="How often releases in flight are reconciled again.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics port (0: off).")
     kopf_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "WARNING", description="Level of kopf's per-object log lines (one per handler run is noise at scale).")
+        "WARNING", description="Level of kopf's per-object log lines (one per handler run is noise at scale)."
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
         """TWLEGAL_<FIELD> variables, e.g. TWLEGAL_TRAINER_IMAGE, TWLEGAL_ROLLOUT_DEADLINE_SECONDS."""
-        values = {name: env[f"TWLEGAL_{name.upper()}"] for name in cls.model_fields
-                  if f"TWLEGAL_{name.upper()}" in env}
+        values = {name: env[f"TWLEGAL_{name.upper()}"] for name in cls.model_fields if f"TWLEGAL_{name.upper()}" in env}
         return cls.model_validate(values)
 
 

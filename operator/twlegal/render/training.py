@@ -24,8 +24,9 @@ CONTAINER = "trainer"
 
 
 def identity(release: LegalModelRelease) -> ReleaseIdentity:
-    return ReleaseIdentity(namespace=release.namespace, name=release.name,
-                           model=release.spec.model, version=release.spec.version)
+    return ReleaseIdentity(
+        namespace=release.namespace, name=release.name, model=release.spec.model, version=release.spec.version
+    )
 
 
 def training_config(release: LegalModelRelease, settings: OperatorSettings) -> TrainingConfig:
@@ -38,11 +39,18 @@ def training_config(release: LegalModelRelease, settings: OperatorSettings) -> T
 
     return TrainingConfig(
         release=identity(release),
-        base_model=ModelSource(name=spec.base_model.name, revision=spec.base_model.revision,
-                               path=on_volume(spec.base_model.path)),
+        base_model=ModelSource(
+            name=spec.base_model.name, revision=spec.base_model.revision, path=on_volume(spec.base_model.path)
+        ),
         datasets=[
-            DatasetSource(name=d.name, revision=d.revision, split=d.split, path=on_volume(d.path),
-                          format=d.format, max_samples=d.max_samples)
+            DatasetSource(
+                name=d.name,
+                revision=d.revision,
+                split=d.split,
+                path=on_volume(d.path),
+                format=d.format,
+                max_samples=d.max_samples,
+            )
             for d in spec.datasets
         ],
         method=training.method,
@@ -67,8 +75,7 @@ def config_map(release: LegalModelRelease, settings: OperatorSettings) -> dict[s
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": pod.object_meta(release, names.training_job_name(release),
-                                    names.labels(release, "training")),
+        "metadata": pod.object_meta(release, names.training_job_name(release), names.labels(release, "training")),
         "data": {CONFIG_FILE: config},
     }
 
@@ -79,14 +86,19 @@ def config_hash(config_map_obj: dict[str, Any]) -> str:
 
 def pod_failure_policy() -> dict[str, Any]:
     """Preemption and eviction are retried (and do not use up retries); a code error is not."""
-    return {"rules": [
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-        {"action": "FailJob", "onExitCodes": {
-            "containerName": CONTAINER,
-            "operator": "NotIn",
-            "values": sorted({int(ExitCode.SUCCEEDED), *RETRIABLE_EXIT_CODES}),
-        }},
-    ]}
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "NotIn",
+                    "values": sorted({int(ExitCode.SUCCEEDED), *RETRIABLE_EXIT_CODES}),
+                },
+            },
+        ]
+    }
 
 
 def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any]:
