@@ -8,8 +8,13 @@ from pydantic import Field
 
 from ..api.common import ApiModel
 
+# The key reaches the server only through its environment (from the key Secret), never argv.
 API_KEY_ENV = "TWLEGAL_API_KEY"
+# During a rotation the Secret also holds the previous key; pods accept both until it is removed.
+PREVIOUS_API_KEY_ENV = "TWLEGAL_API_KEY_PREVIOUS"
 PORT = 8000
+# Routes answered without the key: kubelet probes carry no credentials.
+UNAUTHENTICATED_PATHS = ("/health", "/ping")
 
 
 class ServingLaunch(ApiModel):
