@@ -4,6 +4,10 @@ cluster that stays up afterwards for you to explore (`twlegal-dev cluster down` 
 Steps: start (or reuse) the cluster with a real node; build the CPU images and load them; `helm
 install` the chart; create the model volume and copy the tiny base model and data into it; apply
 examples/release-tiny-cpu.yaml; wait until it serves; ask it a question.
+
+The cluster runs beside the e2e tier's (`make test` may run while it is up), and `twlegal-dev
+cluster down` then `make demo` again restarts it with its data. When the operator is not ready
+(a crash loop, a missing image) the demo stops at once and prints why, instead of waiting.
 """
 
 from __future__ import annotations
@@ -26,15 +30,29 @@ def say(message: str) -> None:
 
 def main() -> int:
     twlegal_dev = str(Path(sys.executable).parent / "twlegal-dev")
-    say(f"twlegal-dev cluster up --node --no-crd --name {CLUSTER}  (control plane + containerd, kubelet, kube-proxy; the chart installs the CRD)")
-    subprocess.run([twlegal_dev, "cluster", "up", "--node", "--no-crd", "--name", CLUSTER], check=True, stdout=subprocess.DEVNULL)
+    say(
+        f"twlegal-dev cluster up --node --no-crd --name {CLUSTER}  (control plane + containerd, kubelet, kube-proxy; the chart installs the CRD)"
+    )
+    if (
+        subprocess.run(
+            [twlegal_dev, "cluster", "up", "--node", "--no-crd", "--name", CLUSTER], stdout=subprocess.DEVNULL
+        ).returncode
+        != 0
+    ):
+        return 1  # it said why
     e2e = steps.attach_local(binaries.cache_dir() / "clusters" / CLUSTER)
     say("building the CPU images (trainer, server, operator) and loading them into the node")
     images = steps.build_images()
     e2e.load_images(list(images.values()))
     say("helm install twlegal charts/twlegal --namespace twlegal-system")
-    steps.install_chart(e2e, images)
-    say(f"model volume: PVC {steps.CLAIM} in namespace {steps.NAMESPACE}, seeded with a tiny Llama and the fixture data")
+    try:
+        steps.install_chart(e2e, images)
+    except steps.OperatorNotReady as exc:
+        print(f"{exc}\n(logs of the cluster's processes: {e2e.cluster.kubeconfig.parent / 'logs'})", file=sys.stderr)
+        return 1
+    say(
+        f"model volume: PVC {steps.CLAIM} in namespace {steps.NAMESPACE}, seeded with a tiny Llama and the fixture data"
+    )
     steps.create_model_volume(e2e, images)
     steps.seed_volume(e2e)
     say(f"kubectl apply -f {RELEASE.relative_to(ROOT)}")
@@ -48,6 +66,10 @@ def main() -> int:
             print(f"   {name}: {last}", flush=True)
         if last in ("Serving", "Failed", "Rejected", "RolledBack"):
             break
+        problem = steps.operator_problem(e2e)
+        if problem:  # nobody would move the release on
+            print(f"the operator stopped working ({problem}):\n{steps.operator_diagnosis(e2e)}", file=sys.stderr)
+            return 1
         time.sleep(3)
     if last != "Serving":
         print(f"the release did not reach Serving: {status.get('conditions')}", file=sys.stderr)

@@ -47,8 +47,14 @@ def find(name: str, *, build: bool = True) -> Path:
             return directory / name
     path = _built(name)
     if not path.is_file() and build:
-        what = {"etcd": "etcd", "helm": "helm", "containerd": "containerd", "ctr": "containerd",
-                "containerd-shim-runc-v2": "containerd", "pause": "pause"}.get(name, "kubernetes")
+        what = {
+            "etcd": "etcd",
+            "helm": "helm",
+            "containerd": "containerd",
+            "ctr": "containerd",
+            "containerd-shim-runc-v2": "containerd",
+            "pause": "pause",
+        }.get(name, "kubernetes")
         _build(what)
     if not path.is_file():
         raise FileNotFoundError(f"{name} not found in {[str(d) for d in _user_dirs()]} nor at {path}")
@@ -64,7 +70,16 @@ def cni_dir() -> Path:
 
 
 def _build(what: str) -> None:
-    subprocess.run(["bash", str(BUILD_SCRIPT), what], check=True,
-                   env={**os.environ, "K8S_VERSION": K8S_VERSION, "ETCD_VERSION": ETCD_VERSION,
-                        "HELM_VERSION": HELM_VERSION, "CONTAINERD_VERSION": CONTAINERD_VERSION,
-                        "CNI_PLUGINS_VERSION": CNI_PLUGINS_VERSION, "PAUSE_VERSION": PAUSE_VERSION})
+    subprocess.run(
+        ["bash", str(BUILD_SCRIPT), what],
+        check=True,
+        env={
+            **os.environ,
+            "K8S_VERSION": K8S_VERSION,
+            "ETCD_VERSION": ETCD_VERSION,
+            "HELM_VERSION": HELM_VERSION,
+            "CONTAINERD_VERSION": CONTAINERD_VERSION,
+            "CNI_PLUGINS_VERSION": CNI_PLUGINS_VERSION,
+            "PAUSE_VERSION": PAUSE_VERSION,
+        },
+    )

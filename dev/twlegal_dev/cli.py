@@ -15,15 +15,10 @@ from twlegal.api.crd import custom_resource_definition
 from . import binaries
 
 
-def _plane(name: str, *, node_ip: str | None = None):
+def _plane(name: str, *, node: bool = False):
     from .controlplane import ControlPlane  # needs the `dev` extra (cryptography): only for these commands
 
-    state = binaries.cache_dir() / "clusters" / name
-    if node_ip is None and (state / "node" / "pids.json").exists():
-        from .node import node_ip as host_ip
-
-        node_ip = host_ip()
-    return ControlPlane(state, node_ip=node_ip)
+    return ControlPlane(binaries.cache_dir() / "clusters" / name, node=node)
 
 
 def _node(plane):
@@ -39,16 +34,16 @@ def kubectl_path() -> str:
 
 def up(args: argparse.Namespace) -> int:
     if args.node:
-        from .node import missing_host_tools, node_ip
+        from .node import missing_host_tools
 
         missing = missing_host_tools()
         if missing:
-            print(f"--node needs {', '.join(missing)} (Debian: apt-get install runc iptables iproute2)",
-                  file=sys.stderr)
+            print(
+                f"--node needs {', '.join(missing)} (Debian: apt-get install runc iptables iproute2 util-linux)",
+                file=sys.stderr,
+            )
             return 2
-        plane = _plane(args.name, node_ip=node_ip())
-    else:
-        plane = _plane(args.name)
+    plane = _plane(args.name, node=args.node)
     running = {**plane.running(), **(_node(plane).running() if args.node else {})}
     if running and all(running.values()) and (not args.node or "kubelet" in running):
         print(plane.kubeconfig)
@@ -56,21 +51,41 @@ def up(args: argparse.Namespace) -> int:
         return 0
     if running:
         _stop(plane)
-    print(f"starting cluster {args.name} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
-          f"{binaries.K8S_VERSION}{', and a node: containerd, kubelet, kube-proxy' if args.node else ''}) ...",
-          file=sys.stderr)
+    print(
+        f"starting cluster {args.name} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
+        f"{binaries.K8S_VERSION}{', and a node: containerd, kubelet, kube-proxy' if args.node else ''}) ...",
+        file=sys.stderr,
+    )
     plane.start(detach=True)
     if args.node:
+        from .node import NetworkInUse
+
         try:
             _node(plane).start(detach=True)
+        except NetworkInUse as exc:
+            _stop(plane)
+            print(f"cluster {args.name}: {exc}", file=sys.stderr)
+            return 1
         except Exception:
             _stop(plane)
             raise
     if not args.no_crd:
-        subprocess.run([kubectl_path(), "--kubeconfig", str(plane.kubeconfig), "apply", "--server-side",
-                        "--field-manager=twlegal-dev", "-f", "-"],
-                       input=yamlio.dump(custom_resource_definition()), text=True, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                kubectl_path(),
+                "--kubeconfig",
+                str(plane.kubeconfig),
+                "apply",
+                "--server-side",
+                "--field-manager=twlegal-dev",
+                "-f",
+                "-",
+            ],
+            input=yamlio.dump(custom_resource_definition()),
+            text=True,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     print(f"ready; use it with: export KUBECONFIG={plane.kubeconfig}", file=sys.stderr)
     print(plane.kubeconfig)
     return 0
@@ -78,24 +93,35 @@ def up(args: argparse.Namespace) -> int:
 
 def _stop(plane) -> None:
     node = _node(plane)
-    if node.running():
+    if node.state_dir.exists():  # also a node whose start failed before it recorded a process
         node.stop()
     plane.stop()
 
 
 def down(args: argparse.Namespace) -> int:
     plane = _plane(args.name)
-    if not plane.running():
+    if not plane.running() and not _node(plane).running():
+        if args.delete:
+            shutil.rmtree(plane.state_dir, ignore_errors=True)
         print(f"cluster {args.name} is not running", file=sys.stderr)
         return 0
+    with_node = " --node" if _node(plane).state_dir.exists() else ""
     _stop(plane)
     if args.delete:
         shutil.rmtree(plane.state_dir, ignore_errors=True)
-    print(f"cluster {args.name} stopped", file=sys.stderr)
+        print(f"cluster {args.name} stopped and deleted", file=sys.stderr)
+    else:
+        print(
+            f"cluster {args.name} stopped; `twlegal-dev cluster up{with_node} --name {args.name}` starts it "
+            "again (same ports, ranges and data)",
+            file=sys.stderr,
+        )
     return 0
 
 
 def status(args: argparse.Namespace) -> int:
+    from . import network
+
     plane = _plane(args.name)
     running = {**plane.running(), **_node(plane).running()}
     if not running:
@@ -105,6 +131,15 @@ def status(args: argparse.Namespace) -> int:
         print(f"{component:26} {'running' if alive else 'stopped'}")
     print(f"kubeconfig                 {plane.kubeconfig}")
     print(f"logs                       {plane.logs}")
+    net = network.load(plane.state_dir)
+    if net is not None:
+        print(f"services                   {net.service_cidr} (kubernetes: {net.kubernetes_service_ip})")
+        if "kubelet" in running:
+            print(f"pods                       {net.pod_cidr}")
+            print(
+                f"node                       {net.node_ip} in network namespace {net.netns}, "
+                f"cgroups under {net.cgroup_root}"
+            )
     return 0 if all(running.values()) else 1
 
 
@@ -126,14 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     dev_sub = parser.add_subparsers(dest="dev_command", required=True)
     cluster = dev_sub.add_parser("cluster", help="a local Kubernetes control plane built from upstream sources")
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
-    for name, func, helptext in (("up", up, "start it in the background and print the kubeconfig path"),
-                                 ("down", down, "stop it"), ("status", status, "say what runs")):
+    for name, func, helptext in (
+        ("up", up, "start it in the background and print the kubeconfig path"),
+        ("down", down, "stop it"),
+        ("status", status, "say what runs"),
+    ):
         p = cluster_sub.add_parser(name, help=helptext)
         p.add_argument("--name", default="twlegal", help="cluster name (state in ~/.cache/twlegal/clusters/NAME)")
         if name == "up":
             p.add_argument("--no-crd", action="store_true", help="do not install the LegalModelRelease CRD")
-            p.add_argument("--node", action="store_true",
-                           help="also run a real node (containerd, kubelet, kube-proxy; needs root, runc, iptables)")
+            p.add_argument(
+                "--node",
+                action="store_true",
+                help="also run a real node (containerd, kubelet, kube-proxy; needs root, runc, iptables)",
+            )
         if name == "down":
             p.add_argument("--delete", action="store_true", help="also delete its state (etcd data, PKI)")
         p.set_defaults(func=func)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kubernetes import client, config
 
@@ -21,10 +21,16 @@ class Cluster:
     kubeconfig: Path
     api: client.ApiClient
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
-                              input=input, capture_output=True, text=True, timeout=120)
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [KUBECTL, "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc

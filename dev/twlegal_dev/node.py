@@ -1,11 +1,17 @@
 """A real node beside the local control plane: containerd 2.x, kubelet and kube-proxy, with a CNI
 bridge network and a sandbox image of our own. Pods run in real containers (runc), Services get
-ClusterIPs that work from the host and from pods.
+ClusterIPs that work from pods and from the host.
 
-Needs root, runc and iptables (Debian: `apt-get install runc iptables`). Each component is a child
-process; the pids are kept in the state directory, like the control plane's, so `twlegal dev
-cluster down` can stop a node another process started. Images are kept between runs (containerd's
-root is never wiped by `start`); everything else is.
+The node runs in a network namespace of its own, with its own pod and Service ranges and its own
+cgroup root (node_config.ClusterNetwork says why), so nodes of several dev clusters run on one
+host at once: `make demo`'s cluster stays up while `make test` starts the e2e tier's.
+
+Needs root, runc, iptables, iproute2 and nsenter (Debian: `apt-get install runc iptables
+iproute2 util-linux`). Each component is a child process; the pids are kept in the state
+directory, like the control plane's, so `twlegal dev cluster down` can stop a node another
+process started. Images are kept between runs (containerd's root is never wiped by `start`);
+everything else is, and `stop` leaves nothing on the host: no namespace, link, route, iptables
+rule or cgroup of the node's.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import binaries, node_config, oci
+from . import binaries, network, node_config, oci
 from .controlplane import ControlPlane, free_port, kubeconfig_text
 from .processes import Supervisor
 
@@ -27,16 +33,13 @@ READY_TIMEOUT = 180.0
 DRAIN_TIMEOUT = 30.0
 
 
-def node_ip() -> str:
-    """The host's primary address: what pods reach the API server on (loopback is refused)."""
-    out = subprocess.run(["ip", "-4", "route", "get", "1.1.1.1"], capture_output=True, text=True, check=True).stdout
-    words = out.split()
-    return words[words.index("src") + 1]
+class NetworkInUse(RuntimeError):
+    """Another running node has this cluster's network (its namespace, ranges and names)."""
 
 
 def missing_host_tools() -> list[str]:
     """What the node needs from the host that this project does not build."""
-    missing = [tool for tool in ("runc", "iptables", "ip") if not shutil.which(tool)]
+    missing = [tool for tool in ("runc", "iptables", "iptables-save", "ip", "nsenter") if not shutil.which(tool)]
     if os.geteuid() != 0:
         missing.append("root (containerd and kubelet run as root)")
     return missing
@@ -62,24 +65,33 @@ class Node:
         return self.supervisor.logs
 
     @property
-    def bridge(self) -> str:
+    def network(self) -> node_config.ClusterNetwork:
+        return self.plane.network
+
+    @property
+    def _legacy_bridge(self) -> str:
+        """The bridge a node made in the host's namespace before nodes had namespaces."""
         return "twl" + self.paths.run_dir.name[:8]
 
     # --- start -----------------------------------------------------------------------------------
 
-    def start(self, *, detach: bool = False) -> "Node":
+    def start(self, *, detach: bool = False) -> Node:
         missing = missing_host_tools()
         if missing:
             raise RuntimeError(f"the node needs {', '.join(missing)}")
-        if not self.plane.node_ip:
-            raise ValueError("the control plane must be started with node_ip for a node to join it")
+        if not self.plane.node:
+            raise ValueError("the control plane must be started with node=True for a node to join it")
+        if any(self.running().values()):
+            self.stop()  # this node's own processes, left by a run that did not stop them
+        net = self.network
+        self._claim_network(net)
         self._reset_state()
-        _sysctl("net/ipv4/ip_forward", "1")
-        _sysctl("net/bridge/bridge-nf-call-iptables", "1")
-        self._forward_rules("-I")
+        network.create(net, self.state_dir)
+        _make_cgroup(net.cgroup_root)
         self._start_containerd(detach)
-        self._import_archive(oci.single_binary_image(binaries.find("pause"), node_config.SANDBOX_IMAGE,
-                                                     self.state_dir / "pause.tar"))
+        self._import_archive(
+            oci.single_binary_image(binaries.find("pause"), node_config.SANDBOX_IMAGE, self.state_dir / "pause.tar")
+        )
         self._start_kubelet(detach)
         self._start_kube_proxy(detach)
         self._wait_ready()
@@ -99,30 +111,43 @@ class Node:
             else:
                 child.unlink()
         shutil.rmtree(paths.run_dir, ignore_errors=True)
-        for directory in (paths.containerd_root, paths.run_dir, paths.cni_conf_dir, paths.cni_ipam_dir,
-                          paths.kubelet_dir, self.logs):
+        for directory in (
+            paths.containerd_root,
+            paths.run_dir,
+            paths.cni_conf_dir,
+            paths.cni_ipam_dir,
+            paths.kubelet_dir,
+            self.logs,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
 
-    def _forward_rules(self, action: str) -> None:
-        """Let traffic through the pods' bridge: a Docker engine on the same host sets the FORWARD
-        policy to DROP, which would cut pod-to-pod (and so Service) traffic."""
-        for direction in ("-i", "-o"):
-            rule = ["FORWARD", direction, self.bridge, "-j", "ACCEPT", "-m", "comment", "--comment", "twlegal node"]
-            exists = subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode == 0
-            if (action == "-I") != exists:
-                subprocess.run(["iptables", action, *rule], capture_output=True, check=action == "-I")
+    def _claim_network(self, net: node_config.ClusterNetwork) -> None:
+        """Refuse a network another running node has; clear what a crashed run of ours left."""
+        if net.netns_path.exists():
+            holder = network.owner(net)
+            if holder != self.state_dir.resolve() and network.netns_pids(net):
+                raise NetworkInUse(network.in_use_message(net, holder))
+        network.delete(net)  # idempotent: also a half-made link or rules of a start that failed
+        _remove_cgroup(net.cgroup_root)
+
+    def _spawn(self, name: str, argv: list[str], *, detach: bool, env: dict | None = None) -> None:
+        """A node process, inside the node's network namespace (and the host's mount namespace)."""
+        self.supervisor.spawn(name, self.network.in_netns(argv), detach=detach, env=env)
 
     def _start_containerd(self, detach: bool) -> None:
         paths = self.paths
-        paths.containerd_config.write_text(node_config.containerd_config(
-            paths, cni_bin_dir=binaries.cni_dir(), runc=Path(shutil.which("runc") or "runc")))
+        paths.containerd_config.write_text(
+            node_config.containerd_config(
+                paths, cni_bin_dir=binaries.cni_dir(), runc=Path(shutil.which("runc") or "runc")
+            )
+        )
         (paths.cni_conf_dir / "10-twlegal.conflist").write_text(
-            json.dumps(node_config.cni_network(paths, bridge=self.bridge), indent=2))
+            json.dumps(node_config.cni_network(paths, self.network), indent=2)
+        )
         containerd = binaries.find("containerd")
         binaries.find("containerd-shim-runc-v2")
         env = {**os.environ, "PATH": f"{containerd.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-        self.supervisor.spawn("containerd", [str(containerd), "--config", str(paths.containerd_config)],
-                              detach=detach, env=env)
+        self._spawn("containerd", [str(containerd), "--config", str(paths.containerd_config)], detach=detach, env=env)
         deadline = time.monotonic() + 60
         while self.ctr("version", check=False).returncode != 0:
             self.supervisor.check_alive()
@@ -134,27 +159,58 @@ class Node:
         paths, plane = self.paths, self.plane
         certs = plane.certificates
         cert, key = certs.issue_client(f"kubelet-{self.name}", f"system:node:{self.name}", "system:nodes")
+        # The API server as the node's namespace reaches it (127.0.0.1 there is the namespace's own).
         paths.kubelet_kubeconfig.write_text(
-            kubeconfig_text(plane.server(), certs.ca_cert, cert=cert, key=key, user=f"system:node:{self.name}"))
-        paths.kubelet_config.write_text(json.dumps(node_config.kubelet_config(
-            paths, ca_file=certs.ca_cert, port=free_port(), healthz_port=free_port()), indent=2))
-        self.supervisor.spawn("kubelet", [
-            str(binaries.find("kubelet")), "--config", str(paths.kubelet_config),
-            "--kubeconfig", str(paths.kubelet_kubeconfig), "--root-dir", str(paths.kubelet_dir),
-            "--cert-dir", str(paths.kubelet_dir / "pki"), "--hostname-override", self.name,
-            "--node-ip", plane.node_ip or "", "--v", "1",
-        ], detach=detach)
+            kubeconfig_text(plane.server_for_node(), certs.ca_cert, cert=cert, key=key, user=f"system:node:{self.name}")
+        )
+        paths.kubelet_config.write_text(
+            json.dumps(
+                node_config.kubelet_config(
+                    paths, self.network, ca_file=certs.ca_cert, port=free_port(), healthz_port=free_port()
+                ),
+                indent=2,
+            )
+        )
+        self._spawn(
+            "kubelet",
+            [
+                str(binaries.find("kubelet")),
+                "--config",
+                str(paths.kubelet_config),
+                "--kubeconfig",
+                str(paths.kubelet_kubeconfig),
+                "--root-dir",
+                str(paths.kubelet_dir),
+                "--cert-dir",
+                str(paths.kubelet_dir / "pki"),
+                "--hostname-override",
+                self.name,
+                "--node-ip",
+                self.network.node_ip,
+                "--v",
+                "1",
+            ],
+            detach=detach,
+        )
 
     def _start_kube_proxy(self, detach: bool) -> None:
         paths, plane = self.paths, self.plane
         certs = plane.certificates
         cert, key = certs.issue_client("kube-proxy", "system:kube-proxy")
         paths.kube_proxy_kubeconfig.write_text(
-            kubeconfig_text(plane.server(), certs.ca_cert, cert=cert, key=key, user="system:kube-proxy"))
-        paths.kube_proxy_config.write_text(json.dumps(node_config.kube_proxy_config(
-            paths, hostname=self.name, healthz_port=free_port(), metrics_port=free_port()), indent=2))
-        self.supervisor.spawn("kube-proxy", [str(binaries.find("kube-proxy")), "--config", str(paths.kube_proxy_config)],
-                    detach=detach)
+            kubeconfig_text(plane.server_for_node(), certs.ca_cert, cert=cert, key=key, user="system:kube-proxy")
+        )
+        paths.kube_proxy_config.write_text(
+            json.dumps(
+                node_config.kube_proxy_config(
+                    paths, self.network, hostname=self.name, healthz_port=free_port(), metrics_port=free_port()
+                ),
+                indent=2,
+            )
+        )
+        self._spawn(
+            "kube-proxy", [str(binaries.find("kube-proxy")), "--config", str(paths.kube_proxy_config)], detach=detach
+        )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -170,9 +226,13 @@ class Node:
     # --- images ----------------------------------------------------------------------------------
 
     def ctr(self, *args: str, check: bool = True, stdin=None) -> subprocess.CompletedProcess:
-        return subprocess.run([str(binaries.find("ctr")), "--address", str(self.paths.containerd_socket),
-                               "--namespace", "k8s.io", *args], stdin=stdin, capture_output=True, text=stdin is None,
-                              check=check)
+        return subprocess.run(
+            [str(binaries.find("ctr")), "--address", str(self.paths.containerd_socket), "--namespace", "k8s.io", *args],
+            stdin=stdin,
+            capture_output=True,
+            text=stdin is None,
+            check=check,
+        )
 
     def _import_archive(self, archive: Path) -> None:
         with archive.open("rb") as stream:
@@ -186,8 +246,12 @@ class Node:
         present = set(self.ctr("images", "list", "--quiet").stdout.split())
         imported = []
         for reference in references:
-            image_id = subprocess.run([docker, "image", "inspect", "--format", "{{.Id}}", reference],
-                                      capture_output=True, text=True, check=True).stdout.strip()
+            image_id = subprocess.run(
+                [docker, "image", "inspect", "--format", "{{.Id}}", reference],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
             qualified = _qualified(reference)
             if record.get(qualified) == image_id and qualified in present:
                 continue
@@ -206,18 +270,46 @@ class Node:
         return self.supervisor.running()
 
     def stop(self) -> None:
-        """Stop every container, then kube-proxy (removing its rules), kubelet and containerd, and
-        unmount what they mounted; the images stay."""
+        """Stop every container, then kube-proxy, kubelet and containerd, unmount what they
+        mounted, and remove the namespace (with kube-proxy's rules and the pods' bridge), the link,
+        the host's rules and the cgroups; the images stay."""
         containerd = self.supervisor.recorded().get("containerd")
         if containerd and self.supervisor.alive("containerd", containerd):
             self.supervisor.stop(["kubelet"], timeout=20)  # first, or it restarts what is killed
             self._kill_all_tasks()
         self.supervisor.stop(timeout=20)
-        subprocess.run([str(binaries.find("kube-proxy", build=False)), "--cleanup"], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
-        self._forward_rules("-D")
         _unmount_under(self.state_dir)
         _unmount_under(self.paths.run_dir)
+        net = network.load(self.plane.state_dir)
+        if net is not None and network.owner(net) in (None, self.state_dir.resolve()):
+            network.delete(net)
+            _remove_cgroup(net.cgroup_root)
+        self._remove_legacy()
+
+    def _remove_legacy(self) -> None:
+        """What a node made in the host's namespace before nodes had namespaces of their own."""
+        if not Path("/sys/class/net", self._legacy_bridge).exists():
+            return
+        subprocess.run([str(binaries.find("kube-proxy", build=False)), "--cleanup"], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "delete", self._legacy_bridge], capture_output=True, check=False)
+        for direction in ("-i", "-o"):
+            subprocess.run(
+                [
+                    "iptables",
+                    "-D",
+                    "FORWARD",
+                    direction,
+                    self._legacy_bridge,
+                    "-j",
+                    "ACCEPT",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "twlegal node",
+                ],
+                capture_output=True,
+                check=False,
+            )
 
     def _kill_all_tasks(self) -> None:
         # Pod sandboxes and containers: without kubelet nobody else will stop them.
@@ -241,15 +333,52 @@ def _qualified(reference: str) -> str:
     return reference
 
 
-def _sysctl(key: str, value: str) -> None:
-    path = Path("/proc/sys") / key
-    if path.exists() and path.read_text().strip() != value:
-        path.write_text(value)
+def _cgroup_mounts() -> list[Path]:
+    """The mount points of every cgroup hierarchy (v1 ones, and v2's in hybrid mode)."""
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        fstype = fields[fields.index("-") + 1]
+        if fstype in ("cgroup", "cgroup2"):
+            mounts.append(Path(fields[4]))
+    return mounts
+
+
+def _make_cgroup(root: str) -> None:
+    """kubelet's cgroupRoot in every hierarchy: kubelet refuses a root that does not exist."""
+    for mount in _cgroup_mounts():
+        directory = mount / root.lstrip("/")
+        directory.mkdir(exist_ok=True)
+        for name in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset starts empty: no task could run in it
+            if (directory / name).exists() and not (directory / name).read_text().strip():
+                (directory / name).write_text((mount / name).read_text())
+
+
+def _remove_cgroup(root: str) -> list[Path]:
+    """Remove the cgroup root and everything kubelet made below it (all empty once the node's
+    processes are gone), deepest first. Returns what could not be removed."""
+    left = []
+    for mount in _cgroup_mounts():
+        top = mount / root.lstrip("/")
+        if not top.is_dir():
+            continue
+        for directory, _subdirs, _files in sorted(os.walk(top), key=lambda entry: len(entry[0]), reverse=True):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                left.append(Path(directory))
+    return left
+
+
+def cgroup_leftovers(root: str) -> list[Path]:
+    return [mount / root.lstrip("/") for mount in _cgroup_mounts() if (mount / root.lstrip("/")).exists()]
 
 
 def _unmount_under(directory: Path) -> None:
     """Lazily unmount every mount below `directory`, deepest first (kubelet's volumes, netns)."""
     prefix = str(directory.resolve()) + "/"
-    mounts = [line.split()[1].encode().decode("unicode_escape") for line in Path("/proc/mounts").read_text().splitlines()]
+    mounts = [
+        line.split()[1].encode().decode("unicode_escape") for line in Path("/proc/mounts").read_text().splitlines()
+    ]
     for mount in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", mount], capture_output=True, check=False)

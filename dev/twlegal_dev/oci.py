@@ -29,26 +29,42 @@ def single_binary_image(binary: Path, reference: str, archive_path: Path) -> Pat
     with tarfile.open(fileobj=layer_buffer, mode="w") as layer:
         _add(layer, "pause", binary.read_bytes(), mode=0o755)
     layer_bytes = layer_buffer.getvalue()
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"]},
-    }, sort_keys=True).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"]},
+        },
+        sort_keys=True,
+    ).encode()
     with tarfile.open(archive_path, mode="w") as archive:
         layer_desc = _blob(archive, layer_bytes)
         config_desc = _blob(archive, config)
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config_desc},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer_desc}],
-        }, sort_keys=True).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config_desc},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer_desc}],
+            },
+            sort_keys=True,
+        ).encode()
         manifest_desc = _blob(archive, manifest)
-        index = {"schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_desc,
-            "platform": {"architecture": "amd64", "os": "linux"},
-            "annotations": {"io.containerd.image.name": reference,
-                            "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[1]},
-        }]}
+        index = {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    **manifest_desc,
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                    "annotations": {
+                        "io.containerd.image.name": reference,
+                        "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[1],
+                    },
+                }
+            ],
+        }
         _add(archive, "index.json", json.dumps(index, sort_keys=True).encode())
         _add(archive, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     return archive_path

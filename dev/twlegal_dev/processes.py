@@ -4,6 +4,7 @@ another process started."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,8 +30,9 @@ class Supervisor:
     def spawn(self, name: str, argv: list[str], *, detach: bool, env: dict | None = None) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:
-            self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                                    stdin=subprocess.DEVNULL, start_new_session=detach, env=env)
+            self.processes[name] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach, env=env
+            )
         # Recorded at once, so a start that fails half-way can still be stopped.
         self._record(self.recorded())
 
@@ -67,22 +69,17 @@ class Supervisor:
     def stop(self, names: list[str] | None = None, timeout: float = 15.0) -> None:
         """SIGTERM to `names` (default: all, newest first), SIGKILL to what is left after `timeout`."""
         pids = self.recorded()
-        targets = {name: pids[name] for name in (names if names is not None else reversed(list(pids)))
-                   if name in pids}
+        targets = {name: pids[name] for name in (names if names is not None else reversed(list(pids))) if name in pids}
         for pid in targets.values():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + timeout
         while any(self.alive(n, p) for n, p in targets.items()) and time.monotonic() < deadline:
             time.sleep(0.1)
         for name, pid in targets.items():
             if self.alive(name, pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             if name in self.processes:
                 self.processes.pop(name).wait(timeout=5)
         self._record({n: p for n, p in pids.items() if n not in targets})

@@ -17,16 +17,15 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-from . import ROOT
+from . import ROOT, binaries
 from .client import Cluster, api_client
 from .tiny_model import build_tiny_model, make_volume
-from . import binaries
 
 NAMESPACE = "default"
 OPERATOR_NAMESPACE = "twlegal-system"
@@ -47,8 +46,12 @@ def image_refs() -> dict[str, str]:
 
 def build_images() -> dict[str, str]:
     """The CPU images from their Dockerfiles (cached by Docker between runs)."""
-    subprocess.run(["bash", str(ROOT / "hack" / "build-images.sh"), "operator", "trainer", "server"], check=True,
-                   stdout=subprocess.DEVNULL, env={**os.environ, "DOCKER": DOCKER})
+    subprocess.run(
+        ["bash", str(ROOT / "hack" / "build-images.sh"), "operator", "trainer", "server"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "DOCKER": DOCKER},
+    )
     return image_refs()
 
 
@@ -64,8 +67,10 @@ class E2ECluster:
 
 
 def start_local(state_dir: Path) -> E2ECluster:
+    """A cluster of the e2e tier's own; it runs beside any other dev cluster (`make demo`'s), each
+    node in a network namespace with ranges and cgroups of its own."""
     from .controlplane import ControlPlane
-    from .node import Node, node_ip
+    from .node import Node
 
     for name in (*binaries.CONTROL_PLANE, *binaries.NODE):
         binaries.find(name)
@@ -73,7 +78,7 @@ def start_local(state_dir: Path) -> E2ECluster:
     # A fresh control plane and volume each run; the node keeps containerd's images between runs.
     for stale in ("plane", "volumes"):
         shutil.rmtree(state_dir / stale, ignore_errors=True)
-    plane = ControlPlane(state_dir / "plane", node_ip=node_ip())
+    plane = ControlPlane(state_dir / "plane", node=True)
     node = Node(state_dir / "node", plane)
     started = time.monotonic()
     plane.start()
@@ -89,22 +94,32 @@ def start_local(state_dir: Path) -> E2ECluster:
         plane.stop()
 
     cluster = Cluster(plane.kubeconfig, api_client(plane.kubeconfig))
-    return E2ECluster("local", cluster, "twlegal-local",
-                      lambda refs: node.load_docker_images(refs, docker=DOCKER), stop, state_dir / "volumes" / CLAIM,
-                      {"cluster_start_seconds": round(time.monotonic() - started, 1)})
+    return E2ECluster(
+        "local",
+        cluster,
+        "twlegal-local",
+        lambda refs: node.load_docker_images(refs, docker=DOCKER),
+        stop,
+        state_dir / "volumes" / CLAIM,
+        {"cluster_start_seconds": round(time.monotonic() - started, 1)},
+    )
 
 
 def attach_local(state_dir: Path) -> E2ECluster:
     """A running `twlegal-dev cluster up --node` (state in `state_dir`): used by `make demo`."""
     from .controlplane import ControlPlane
-    from .node import Node, node_ip
+    from .node import Node
 
-    plane = ControlPlane(state_dir, node_ip=node_ip())
+    plane = ControlPlane(state_dir, node=True)
     node = Node(state_dir / "node", plane)
     cluster = Cluster(plane.kubeconfig, api_client(plane.kubeconfig))
-    return E2ECluster("local", cluster, "twlegal-local",
-                      lambda refs: node.load_docker_images(refs, docker=DOCKER),
-                      host_volume=state_dir / "volumes" / CLAIM)
+    return E2ECluster(
+        "local",
+        cluster,
+        "twlegal-local",
+        lambda refs: node.load_docker_images(refs, docker=DOCKER),
+        host_volume=state_dir / "volumes" / CLAIM,
+    )
 
 
 def load_release(path: Path) -> dict:
@@ -133,18 +148,154 @@ def start_cluster(state_dir: Path) -> E2ECluster:
     raise ValueError(f"TWLEGAL_E2E_CLUSTER={kind!r}: expected local or kind")
 
 
-def install_chart(e2e: E2ECluster, images: dict[str, str]) -> None:
-    """`helm install` with the locally built images; waits for the operator pod."""
+OPERATOR_SELECTOR = (
+    f"app.kubernetes.io/name=twlegal,app.kubernetes.io/instance={HELM_RELEASE},app.kubernetes.io/component=operator"
+)
+# Waiting reasons no wait mends: the pod needs a fix (an image, a config, the code), not time.
+STUCK_REASONS = {
+    "CrashLoopBackOff",
+    "ErrImageNeverPull",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+CHART_TIMEOUT = 300.0
+
+
+class OperatorNotReady(RuntimeError):
+    """The operator pod did not become ready; the message says why (state, reasons, its log)."""
+
+
+def operator_problem(e2e: E2ECluster, *, min_restarts: int = 2) -> str | None:
+    """Why the operator pod cannot become ready without a fix, or None while it still may: a
+    container waiting for a reason in STUCK_REASONS (a crash loop once it has restarted
+    `min_restarts` times, so one slow start is not taken for one)."""
+    proc = e2e.cluster.kubectl(
+        "get", "pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR, "-o", "json", check=False
+    )
+    if proc.returncode != 0:
+        return None
+    for pod in json.loads(proc.stdout)["items"]:
+        for container in pod.get("status", {}).get("containerStatuses") or []:
+            reason = (container.get("state", {}).get("waiting") or {}).get("reason")
+            if reason in STUCK_REASONS and (
+                reason != "CrashLoopBackOff" or container.get("restartCount", 0) >= min_restarts
+            ):
+                return f"pod {pod['metadata']['name']}: container {container['name']} is {reason}"
+    return None
+
+
+def operator_diagnosis(e2e: E2ECluster, log_lines: int = 20) -> str:
+    """The operator pods' phase, each container's waiting/terminated reason and the last lines of
+    its log (of the crashed run, if it crashed): what `make demo` prints when the chart fails."""
+    proc = e2e.cluster.kubectl(
+        "get", "pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR, "-o", "json", check=False
+    )
+    if proc.returncode != 0:
+        return f"cannot list the operator pods: {proc.stderr.strip()}"
+    pods = json.loads(proc.stdout)["items"]
+    if not pods:
+        events = e2e.cluster.kubectl(
+            "get", "events", "-n", OPERATOR_NAMESPACE, "--sort-by=.lastTimestamp", check=False
+        ).stdout
+        return "no operator pod exists; events:\n" + "\n".join(events.splitlines()[-10:])
+    lines = []
+    for pod in pods:
+        name, status = pod["metadata"]["name"], pod.get("status", {})
+        lines.append(f"pod {name}: phase {status.get('phase')}, node {pod['spec'].get('nodeName') or '(none)'}")
+        for condition in status.get("conditions") or []:
+            if condition.get("status") != "True":
+                lines.append(
+                    f"  {condition['type']}=False: {condition.get('reason', '')} {condition.get('message', '')}"
+                )
+        for container in status.get("containerStatuses") or []:
+            state = container.get("state", {})
+            last = container.get("lastState", {}).get("terminated")
+            for kind in ("waiting", "terminated"):
+                if state.get(kind):
+                    lines.append(
+                        f"  container {container['name']} {kind}: {state[kind].get('reason')} "
+                        f"{state[kind].get('message', '')}".rstrip()
+                    )
+            if last:
+                lines.append(
+                    f"  last run: {last.get('reason')}, exit code {last.get('exitCode')}, "
+                    f"restarts {container.get('restartCount', 0)}"
+                )
+            logs = e2e.cluster.kubectl(
+                "logs",
+                "-n",
+                OPERATOR_NAMESPACE,
+                name,
+                "-c",
+                container["name"],
+                f"--tail={log_lines}",
+                *(["--previous"] if last else []),
+                check=False,
+            )
+            text = (logs.stdout or logs.stderr).strip()
+            if text:
+                lines.append("  its last log lines:\n" + "\n".join(f"    {line}" for line in text.splitlines()))
+    return "\n".join(lines)
+
+
+def install_chart(e2e: E2ECluster, images: dict[str, str], timeout: float = CHART_TIMEOUT) -> None:
+    """`helm upgrade --install` with the locally built images; waits for the operator pod, and
+    fails fast (OperatorNotReady, with the pod's state and log) when the pod is stuck in a way
+    waiting does not mend (a crash loop, a missing image) or when helm fails or times out."""
     operator_repo, operator_tag = images["operator"].rsplit(":", 1)
-    subprocess.run([
-        str(binaries.find("helm")), "upgrade", "--install", HELM_RELEASE, str(ROOT / "charts" / "twlegal"),
-        "--kubeconfig", str(e2e.cluster.kubeconfig), "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-        "--set", f"image.repository={operator_repo}", "--set", f"image.tag={operator_tag}",
-        "--set", "image.pullPolicy=Never",
-        "--set", f"operator.trainerImage={images['trainer']}", "--set", f"operator.serverImage={images['server']}",
-        "--set", "operator.resyncSeconds=10",
-        "--wait", "--timeout", "5m",
-    ], check=True, capture_output=True, text=True)
+    helm = subprocess.Popen(
+        [
+            str(binaries.find("helm")),
+            "upgrade",
+            "--install",
+            HELM_RELEASE,
+            str(ROOT / "charts" / "twlegal"),
+            "--kubeconfig",
+            str(e2e.cluster.kubeconfig),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            f"image.repository={operator_repo}",
+            "--set",
+            f"image.tag={operator_tag}",
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            f"operator.trainerImage={images['trainer']}",
+            "--set",
+            f"operator.serverImage={images['server']}",
+            "--set",
+            "operator.resyncSeconds=10",
+            "--wait",
+            "--timeout",
+            f"{int(timeout)}s",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout + 30
+    try:
+        while helm.poll() is None:
+            problem = operator_problem(e2e)
+            if problem or time.monotonic() > deadline:
+                helm.kill()
+                raise OperatorNotReady(
+                    f"the operator did not become ready ({problem or f'{timeout:.0f}s passed'}):\n"
+                    + operator_diagnosis(e2e)
+                )
+            time.sleep(3)
+    finally:
+        if helm.poll() is None:
+            helm.kill()
+        _, stderr = helm.communicate()
+    if helm.returncode != 0:
+        raise OperatorNotReady(f"helm upgrade --install failed: {stderr.strip()}\n" + operator_diagnosis(e2e))
 
 
 def create_model_volume(e2e: E2ECluster, images: dict[str, str]) -> None:
@@ -210,17 +361,36 @@ class ClientLoop:
     process: subprocess.Popen | None = None
     output: Path | None = None
 
-    def __enter__(self) -> "ClientLoop":
+    def __enter__(self) -> ClientLoop:
         from .client import KUBECTL
 
         in_loader(self.e2e, "rm", "-f", "/tmp/stop-client")
         self.output = Path(tempfile.mkstemp(prefix="twlegal-client-", suffix=".jsonl")[1])
         with self.output.open("w") as out:
             self.process = subprocess.Popen(
-                [KUBECTL, "--kubeconfig", str(self.e2e.cluster.kubeconfig), "exec", "-n", NAMESPACE, LOADER,
-                 "-c", "loader", "--", "python3", "-c", CHAT_CLIENT, "loop", self.base_url, self.model,
-                 "民法第6條的內容是什麼？"],
-                stdout=out, stderr=subprocess.STDOUT, text=True)
+                [
+                    KUBECTL,
+                    "--kubeconfig",
+                    str(self.e2e.cluster.kubeconfig),
+                    "exec",
+                    "-n",
+                    NAMESPACE,
+                    LOADER,
+                    "-c",
+                    "loader",
+                    "--",
+                    "python3",
+                    "-c",
+                    CHAT_CLIENT,
+                    "loop",
+                    self.base_url,
+                    self.model,
+                    "民法第6條的內容是什麼？",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         return self
 
     def stop(self) -> list[dict]:
@@ -252,7 +422,17 @@ def dump_diagnostics(e2e: E2ECluster, out: Path) -> None:
 
 
 def uninstall_chart(e2e: E2ECluster) -> None:
-    subprocess.run([str(binaries.find("helm")), "uninstall", HELM_RELEASE, "--namespace", OPERATOR_NAMESPACE,
-                    "--kubeconfig", str(e2e.cluster.kubeconfig), "--wait"], check=True, capture_output=True)
-
-
+    subprocess.run(
+        [
+            str(binaries.find("helm")),
+            "uninstall",
+            HELM_RELEASE,
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--kubeconfig",
+            str(e2e.cluster.kubeconfig),
+            "--wait",
+        ],
+        check=True,
+        capture_output=True,
+    )

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from twlegal_dev import scenario as steps
 from tests.support.cluster import in_ci
 from twlegal_dev import binaries
+from twlegal_dev import scenario as steps
 
 
 def _unavailable(reason: str) -> None:
@@ -37,6 +37,25 @@ def _check_prerequisites() -> None:
             _unavailable(f"a local node needs {', '.join(missing)} (hack/ensure-host.sh)")
     if subprocess.run([steps.DOCKER, "info"], capture_output=True).returncode != 0:
         _unavailable(f"no running Docker engine ({steps.DOCKER} info failed): hack/ensure-host.sh starts one")
+
+
+@pytest.fixture(scope="session")
+def local_node_host() -> None:
+    """This host can run dev clusters with nodes: for the tests of the dev cluster itself
+    (test_dev_clusters.py), which need no Docker engine unless they ask for images too."""
+    if os.environ.get("TWLEGAL_E2E_CLUSTER", "local") != "local":
+        pytest.skip("the local dev cluster's own tests run with TWLEGAL_E2E_CLUSTER=local")
+    from twlegal_dev.node import missing_host_tools
+
+    missing = missing_host_tools()
+    if missing:
+        _unavailable(f"a local node needs {', '.join(missing)} (hack/ensure-host.sh)")
+    try:
+        for name in (*binaries.CONTROL_PLANE, *binaries.NODE):
+            binaries.find(name)
+        binaries.cni_dir()
+    except (FileNotFoundError, subprocess.CalledProcessError, OSError) as exc:
+        _unavailable(f"no node binaries and they could not be built: {exc}")
 
 
 @pytest.fixture(scope="package")

@@ -41,7 +41,7 @@ def test_dev_cluster_up_status_down_up(cluster):  # `cluster`: the binaries exis
         # `down` then `up`: the same ports (ports.json), the same data; what a node's pods need.
         server = server_of(kubeconfig)
         stopped = twlegal_dev("cluster", "down", "--name", name)
-        assert stopped.returncode == 0 and "up --name" in stopped.stderr, stopped.stderr
+        assert stopped.returncode == 0 and f"up --name {name}" in stopped.stderr, stopped.stderr
         assert twlegal_dev("cluster", "status", "--name", name).returncode == 1
         restarted = twlegal_dev("cluster", "up", "--name", name)
         assert restarted.returncode == 0, restarted.stderr
