@@ -17,6 +17,8 @@ from .api.release import API_VERSION, KIND, PLURAL
 FIELD_MANAGER = "twlegal-operator"
 REPORTING_CONTROLLER = "twlegal.io/operator"
 _PLURALS = {
+    "Secret": "secrets",
+    "NetworkPolicy": "networkpolicies",
     "ConfigMap": "configmaps",
     "Service": "services",
     "Pod": "pods",
@@ -68,6 +70,7 @@ class Kube:
         body: Any = None,
         query: list | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Any:
         # A generic request through the official client's transport (auth, TLS, retries). An apply
         # patch goes as JSON text (JSON is YAML); the client serialises a JSON body itself.
@@ -75,7 +78,7 @@ class Kube:
             method=method,
             resource_path=path,
             query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            header_params={"Accept": accept, "Content-Type": content_type},
             auth_settings=["BearerToken"],
         )
         if body is not None and content_type.endswith("yaml"):
@@ -105,6 +108,19 @@ class Kube:
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(_path(api_version, kind, namespace, name))
+
+    def get_metadata(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Only the object's metadata (PartialObjectMetadata): for a Secret, never its data."""
+        try:
+            return self._call(
+                "GET",
+                _path(api_version, kind, namespace, name),
+                accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self._call("GET", _path("v1", "Pod", namespace), query=[("labelSelector", selector)])["items"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -17,6 +18,7 @@ from .api.release import LegalModelRelease
 from .kube import Kube
 from .policies import Observed, Peer, ServingView, children, decide, previous_release_name, settled_stages
 from .render import names
+from .render import serving as render_serving
 from .render.settings import OperatorSettings
 
 log = logging.getLogger("twlegal.reconciler")
@@ -79,6 +81,10 @@ class Reconciler:
         if decision.needs_serving:
             observed = Observed(**{**observed.__dict__, "serving": self._observe_serving(release)})
             decision = decide(release, observed, self.settings, _now())
+        if decision.generate_key is not None:
+            self._generate_key(release, decision.generate_key)
+            observed = Observed(**{**observed.__dict__, "serving": self._observe_serving(release)})
+            decision = decide(release, observed, self.settings, _now())
         for child in decision.create:
             self.kube.create(child)
         for child in decision.apply:
@@ -99,6 +105,12 @@ class Reconciler:
             self.phases[(namespace, name)] = phase
         metrics.publish_phases(self.phases)
         return phase
+
+    def _generate_key(self, release: LegalModelRelease, ref: render_serving.KeyRef) -> None:
+        """A random key (48 bytes, URL-safe) for a target that names none; created once (a 409 means
+        another reconcile made it first). The value goes to the API server and nowhere else."""
+        self.kube.create(render_serving.generated_key_secret(release, ref, secrets.token_urlsafe(48)))
+        log.info("%s/%s: generated the API key Secret %s", release.namespace, release.name, ref.secret)
 
     def _observe(self, release: LegalModelRelease) -> Observed:
         ns = release.namespace
@@ -139,4 +151,7 @@ class Reconciler:
         if previous_name:
             obj = self.kube.get_release(ns, previous_name)
             previous = LegalModelRelease.from_object(obj) if obj else None
-        return ServingView(deployment=deployment, peers=tuple(peers), previous=previous)
+        key = render_serving.api_key_ref(release, self.settings)
+        key_meta = self.kube.get_metadata("v1", "Secret", ns, key.secret) if key else None
+        key_version = (key_meta or {}).get("metadata", {}).get("resourceVersion")
+        return ServingView(deployment=deployment, peers=tuple(peers), previous=previous, key_version=key_version)

@@ -4,6 +4,12 @@ Parses the operator's args with the one ServingLaunch definition, refuses to sta
 mismatched revision (the weights must match their checksum manifest and name the pinned version),
 then replaces itself with vLLM's OpenAI-compatible server, so vLLM is the process that receives
 SIGTERM and drains in-flight requests itself. Nothing vLLM does is re-implemented here.
+
+Closed by default: the key comes only from the environment (TWLEGAL_API_KEY, from the Secret) and
+is checked by twlegal_server.auth on every route but /health and /ping; without a key the server
+does not start unless the release said `auth: none`. Extra args that re-point or weaken the server
+are refused here as the CRD refuses them, and the launcher's own flags come after the extra args
+(argparse keeps the last value), so none can win.
 """
 
 from __future__ import annotations
@@ -12,10 +18,29 @@ import os
 import sys
 from pathlib import Path
 
+from twlegal.api.serving_flags import refused_flags
 from twlegal.contracts import manifest
 from twlegal.contracts.serving import API_KEY_ENV, ServingLaunch
 
 EXIT_REFUSED = 3
+
+
+AUTH_MIDDLEWARE = "twlegal_server.auth.RequireApiKey"
+
+
+class Refused(Exception):
+    """The launch would serve something else than asked, or serve it open."""
+
+
+def check(launch: ServingLaunch, env: dict[str, str]) -> None:
+    refused = refused_flags(launch.extra_args)
+    if refused:
+        raise Refused(
+            f"spec.serving.extraArgs names {', '.join(refused)}: flags the launcher sets itself or that weaken "
+            "the server are refused"
+        )
+    if launch.auth == "apiKey" and not env.get(API_KEY_ENV):
+        raise Refused(f"{API_KEY_ENV} is empty: the key Secret is missing (or has no such key); not serving openly")
 
 
 def vllm_argv(launch: ServingLaunch, env: dict[str, str]) -> list[str]:
@@ -23,6 +48,7 @@ def vllm_argv(launch: ServingLaunch, env: dict[str, str]) -> list[str]:
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
+        *launch.extra_args,
         "--model",
         launch.model,
         "--served-model-name",
@@ -43,9 +69,9 @@ def vllm_argv(launch: ServingLaunch, env: dict[str, str]) -> list[str]:
     ]
     if not Path(launch.model).is_dir():
         argv += ["--revision", launch.revision]  # a hub repository: pin the revision there
-    if env.get(API_KEY_ENV):
-        argv += ["--api-key", env[API_KEY_ENV]]
-    return argv + launch.extra_args
+    if launch.auth == "apiKey":
+        argv += ["--middleware", AUTH_MIDDLEWARE]  # reads the key from the environment itself
+    return argv
 
 
 def vllm_env(launch: ServingLaunch, env: dict[str, str]) -> dict[str, str]:
@@ -66,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"twlegal-serve: refusing to start: {exc}", file=sys.stderr, flush=True)
             return EXIT_REFUSED
     env = dict(os.environ)
+    try:
+        check(launch, env)
+    except Refused as exc:
+        print(f"twlegal-serve: refusing to start: {exc}", file=sys.stderr, flush=True)
+        return EXIT_REFUSED
     command = vllm_argv(launch, env)
-    print(
-        "twlegal-serve: "
-        + " ".join("***" if prev == "--api-key" else a for prev, a in zip(["", *command], command, strict=False)),
-        flush=True,
-    )
+    print("twlegal-serve: " + " ".join(command), flush=True)  # nothing secret is on it
     os.execve(command[0], command, vllm_env(launch, env))
     return 0  # not reached
 

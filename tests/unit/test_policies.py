@@ -13,7 +13,9 @@ from twlegal.policies import Observed, Peer, ServingView, decide
 from twlegal.policies.children import job_state, rollout_state
 from twlegal.render import OperatorSettings
 
-SETTINGS = OperatorSettings()
+# A key Secret named by the operator's defaults: these tests are about rollouts, not about the
+# key a target gets generated when it names none (tests/unit/test_serving_security.py).
+SETTINGS = OperatorSettings(default_api_key_secret="team-key/api-key")
 NOW = "2026-11-25T10:00:00Z"
 
 
@@ -74,7 +76,7 @@ def again(rel: LegalModelRelease, decision) -> LegalModelRelease:
 def test_a_new_release_creates_its_training_job_once():
     rel = release()
     first = decide(rel, Observed(), SETTINGS, NOW)
-    assert [o["kind"] for o in first.create] == ["ConfigMap", "Job"]
+    assert [o["kind"] for o in first.create] == ["ConfigMap", "NetworkPolicy", "Job"]
     assert first.status["phase"] == "Pending" and [e.reason for e in first.events] == ["TrainingJobCreated"]
     running = decide(again(rel, first), Observed(training_job=job(ready=1)), SETTINGS, NOW)
     assert running.create == [] and running.status["phase"] == "Training"

@@ -181,9 +181,9 @@ def test_cli_render_prints_the_stage_as_a_yaml_stream(stage, capsys):
     out = capsys.readouterr().out
     kinds = [doc["kind"] for doc in yamlio.load_all(out)]
     expected = {
-        "training": ["ConfigMap", "Job"],
-        "evaluation": ["ConfigMap", "Job"],
-        "serving": ["Deployment", "Service"],
+        "training": ["ConfigMap", "NetworkPolicy", "Job"],
+        "evaluation": ["ConfigMap", "NetworkPolicy", "Job"],
+        "serving": ["Deployment", "Service", "NetworkPolicy"],
     }[stage]
     assert kinds == expected
     assert out.startswith("---\n")

@@ -33,7 +33,7 @@ def test_args_map_to_vllm_flags(tmp_path):
         extra_args=["--seed", "7"],
     )
     argv = vllm_argv(launch, {"TWLEGAL_API_KEY": "k"})
-    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--seed", "7"], "extra args first: ours win"
     joined = " ".join(argv)
     for part in (
         f"--model {model}",
@@ -42,14 +42,17 @@ def test_args_map_to_vllm_flags(tmp_path):
         "--tensor-parallel-size 2",
         "--port 8000",
         "--enable-prefix-caching",
-        "--api-key k",
         "--shutdown-timeout 90",
+        "--middleware twlegal_server.auth.RequireApiKey",
     ):
         assert part in joined, part
-    assert argv[-2:] == ["--seed", "7"] and "--revision" not in argv, "a path is the revision itself"
+    assert "k" not in argv and "--api-key" not in argv, "the key stays in the environment"
+    assert "--revision" not in argv, "a path is the revision itself"
     assert vllm_env(launch, {})["HF_HUB_OFFLINE"] == "1"
     hub = ServingLaunch(model="org/model", revision="v2024.11.13", served_model_names=["a"], max_model_len=16)
-    assert vllm_argv(hub, {})[-2:] == ["--revision", "v2024.11.13"] and "--api-key" not in vllm_argv(hub, {})
+    assert vllm_argv(hub, {})[-4:-2] == ["--revision", "v2024.11.13"]
+    opened = hub.model_copy(update={"auth": "none"})
+    assert "--middleware" not in vllm_argv(opened, {})
     assert "HF_HUB_OFFLINE" not in vllm_env(hub, {})
 
 
@@ -82,3 +85,34 @@ def test_a_wrong_or_missing_revision_is_refused_naming_it(tmp_path, capsys):
         == EXIT_REFUSED
     )
     assert "refusing to start: revision v0.1.0:" in capsys.readouterr().err
+
+
+LAUNCH = ["--served-model-name", "m", "--max-model-len", "64", "--no-verify-manifest"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--model", "x"],
+        ["--model=x"],
+        ["--served_model_name", "n"],
+        ["--api-key=k"],
+        ["--trust-remote-code"],
+        ["-tp", "2"],
+        ["--port", "9"],
+        ["--serv", "n"],
+    ],
+)
+def test_refused_flags_stop_the_launch_naming_the_field(extra, capsys, monkeypatch):
+    monkeypatch.setenv("TWLEGAL_API_KEY", "k")
+    assert main(["--model", "org/m", "--revision", "v1.0.0", *LAUNCH, "--", *extra]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "spec.serving.extraArgs" in err and extra[0] in err
+
+
+def test_no_key_means_no_server_unless_auth_is_none(capsys, monkeypatch):
+    monkeypatch.delenv("TWLEGAL_API_KEY", raising=False)
+    assert main(["--model", "org/m", "--revision", "v1.0.0", *LAUNCH]) == EXIT_REFUSED
+    assert "TWLEGAL_API_KEY is empty" in capsys.readouterr().err
+    launch = ServingLaunch.from_argv(["--model", "org/m", "--revision", "v1.0.0", *LAUNCH, "--auth", "none"])
+    assert launch.auth == "none" and ServingLaunch.from_argv(launch.to_argv()) == launch

@@ -17,15 +17,41 @@ import re
 
 # Set by the launcher (server_image/twlegal_server/launcher.py).
 LAUNCHER_FLAGS = (
-    "model", "served-model-name", "revision", "tokenizer", "tokenizer-revision", "code-revision",
-    "host", "port", "uds", "max-model-len", "tensor-parallel-size", "api-key", "middleware",
-    "shutdown-timeout", "root-path", "download-dir", "load-format", "config", "hf-token",
+    "model",
+    "served-model-name",
+    "revision",
+    "tokenizer",
+    "tokenizer-revision",
+    "code-revision",
+    "host",
+    "port",
+    "uds",
+    "max-model-len",
+    "tensor-parallel-size",
+    "api-key",
+    "middleware",
+    "shutdown-timeout",
+    "root-path",
+    "download-dir",
+    "load-format",
+    "config",
+    "hf-token",
 )
 # Weaken the server or run code the release names.
 UNSAFE_FLAGS = (
-    "trust-remote-code", "allowed-local-media-path", "allowed-media-domains", "allowed-origins",
-    "allowed-methods", "allowed-headers", "allow-credentials", "enable-log-requests", "enable-log-outputs",
-    "tool-parser-plugin", "reasoning-parser-plugin", "logits-processors", "worker-extension-cls",
+    "trust-remote-code",
+    "allowed-local-media-path",
+    "allowed-media-domains",
+    "allowed-origins",
+    "allowed-methods",
+    "allowed-headers",
+    "allow-credentials",
+    "enable-log-requests",
+    "enable-log-outputs",
+    "tool-parser-plugin",
+    "reasoning-parser-plugin",
+    "logits-processors",
+    "worker-extension-cls",
 )
 SHORT_FLAGS = ("tp",)  # vLLM's short alias of --tensor-parallel-size
 

@@ -24,6 +24,7 @@ from .common import (
     relative_path,
     rules,
 )
+from .serving_flags import REFUSED_FLAG_PATTERN
 
 VERSION_PATTERN = r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
 NAME_XOR_PATH = cel("has(self.name) != has(self.path)", "exactly one of name or path must be set")
@@ -237,8 +238,45 @@ class Evaluation(ApiModel):
     gpus: Annotated[int, Field(ge=0, le=16)] = Field(1, description="GPUs of the evaluation pod.")
 
 
+# One CEL rule per extraArgs item: the launcher refuses these flags too (api/serving_flags.py).
+NO_REFUSED_FLAG = cel(
+    f"!self.matches({REFUSED_FLAG_PATTERN!r})",
+    "is a flag the launcher sets itself (model, revision, address, key) or one that weakens the server "
+    "(remote code, local files, CORS, request logging); see the README's list of refused vLLM flags",
+)
+
+
+class AllowFrom(ApiModel):
+    """A source allowed to reach the serving port: a namespace, pods, or pods in a namespace."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel("has(self.namespace) || has(self.podSelector)", "name a namespace, a podSelector or both")
+        )
+    )
+
+    namespace: DnsLabel | None = Field(None, description="A namespace, by name; all its pods unless podSelector.")
+    pod_selector: (
+        dict[Annotated[str, StringConstraints(max_length=316)], Annotated[str, StringConstraints(max_length=63)]] | None
+    ) = Field(
+        None,
+        description="Labels (matchLabels) of the pods allowed, in `namespace` or else in the release's namespace.",
+        max_length=16,
+    )
+
+
 class Serving(ApiModel):
     """The vLLM Deployment that serves the newest passing release of a target."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "self.auth != 'none' || !has(self.apiKeySecret)",
+                "auth none serves without a key: do not also name apiKeySecret",
+                field_path=".auth",
+            )
+        )
+    )
 
     target: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=52)] | None = Field(
         None,
@@ -263,11 +301,31 @@ class Serving(ApiModel):
         description="Stable name clients request; defaults to spec.model. The revision-qualified "
         "name <servedModelName>:<version> is served too.",
     )
-    api_key_secret: SecretKeyRef | None = Field(
-        None, description="Secret holding the API key clients must send; none means no key."
+    auth: Literal["apiKey", "none"] = Field(
+        "apiKey",
+        description="apiKey (default): every route but /health and /ping needs `Authorization: Bearer <key>`, "
+        "the key from apiKeySecret, else the operator's default Secret, else a Secret the operator generates for "
+        "the target (<target>-api-key, named in status.serving.apiKeySecret). none: an open endpoint, only when "
+        "asked for.",
     )
-    extra_args: list[Annotated[str, StringConstraints(max_length=1024)]] | None = Field(
-        None, description="Extra vLLM arguments, passed through unchanged.", max_length=64
+    api_key_secret: SecretKeyRef | None = Field(
+        None,
+        description="Secret holding the API key clients must send (its `previous-<key>` entry, if present, is "
+        "accepted too, for a rotation without failed requests).",
+    )
+    allow_from: list[AllowFrom] | None = Field(
+        None,
+        description="Who may reach the serving port (a NetworkPolicy per target); default: pods of the "
+        "release's namespace. The operator's monitoring namespace may always scrape (with the key).",
+        max_length=32,
+    )
+    extra_args: (
+        list[Annotated[str, StringConstraints(max_length=256), Field(json_schema_extra=rules(NO_REFUSED_FLAG))]] | None
+    ) = Field(
+        None,
+        description="Extra vLLM arguments, passed after validation; flags the launcher sets or that weaken the "
+        "server are refused.",
+        max_length=64,
     )
     resources: ComputeResources = Field(
         default_factory=ComputeResources,

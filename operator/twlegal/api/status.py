@@ -94,6 +94,9 @@ class ServingStatus(WrittenSection):
     deployment: str | None = Field(None, description="Name of the vLLM Deployment.")
     service: str | None = Field(None, description="Name of the Service.")
     endpoint: str | None = Field(None, description="In-cluster OpenAI-compatible base URL.")
+    api_key_secret: str | None = Field(
+        None, description="Secret/key holding the API key clients send (the name only; absent: auth is off)."
+    )
     revision: str | None = Field(None, description="Revision the Deployment serves for this release.")
     ready_replicas: int | None = Field(None, description="Ready serving pods.")
     previous_revision: str | None = Field(None, description="Revision that served before this release.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Literal
 
 from pydantic import Field
 
@@ -29,6 +30,7 @@ class ServingLaunch(ApiModel):
     verify_manifest: bool = Field(True, description="Check the weights against the checksum manifest first.")
     drain_seconds: int = Field(0, ge=0, description="On SIGTERM, let in-flight requests finish for up to this.")
     extra_args: list[str] = Field(default_factory=list)
+    auth: Literal["apiKey", "none"] = Field("apiKey", description="apiKey: every route but health needs the key.")
 
     def to_argv(self) -> list[str]:
         argv = ["--model", self.model, "--revision", self.revision]
@@ -46,6 +48,8 @@ class ServingLaunch(ApiModel):
             argv.append("--no-verify-manifest")
         if self.drain_seconds:
             argv += ["--drain-seconds", str(self.drain_seconds)]
+        if self.auth == "none":
+            argv += ["--auth", "none"]
         if self.extra_args:
             argv += ["--", *self.extra_args]
         return argv
@@ -65,6 +69,7 @@ class ServingLaunch(ApiModel):
         parser.add_argument("--port", type=int, default=PORT)
         parser.add_argument("--no-verify-manifest", action="store_true")
         parser.add_argument("--drain-seconds", type=int, default=0)
+        parser.add_argument("--auth", choices=("apiKey", "none"), default="apiKey")
         ns = parser.parse_args(argv)
         return cls(
             model=ns.model,
@@ -76,4 +81,5 @@ class ServingLaunch(ApiModel):
             verify_manifest=not ns.no_verify_manifest,
             drain_seconds=ns.drain_seconds,
             extra_args=extra,
+            auth=ns.auth,
         )

@@ -63,6 +63,7 @@ class ServingView:
     deployment: dict[str, Any] | None
     peers: tuple[Peer, ...]
     previous: LegalModelRelease | None = None  # the release the Deployment names as previous
+    key_version: str | None = None  # resourceVersion of the target's key Secret; None: absent
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class Decision:
     apply: list[dict[str, Any]] = field(default_factory=list)  # server-side apply
     events: list[Event] = field(default_factory=list)
     needs_serving: bool = False  # observe the serving target, then decide again
+    # A key Secret to generate (random, in the shell: never through decide() or status), then decide again.
+    generate_key: render_serving.KeyRef | None = None
 
 
 class _Plan:
@@ -326,7 +329,19 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
         if p.name != release.name and p.phase not in TERMINAL_PHASES and (p.passed or p.name == pinned)
     ]
     newest = max([me, *candidates], key=lambda p: (version_key(p.version), p.created, p.name))
-    plan.section("serving", target=target, deployment=target, service=target, endpoint=render_serving.endpoint(release))
+    key = render_serving.api_key_ref(release, settings)
+    plan.section(
+        "serving",
+        target=target,
+        deployment=target,
+        service=target,
+        endpoint=render_serving.endpoint(release),
+        apiKeySecret=str(key) if key else None,
+    )
+    if newest.name == release.name and key is not None and key.generated and view.key_version is None:
+        # Serving is closed by default: no key named anywhere, so the target gets one of its own.
+        plan.decision.generate_key = key
+        return plan.decision
 
     if newest.name != release.name:
         if plan.old.get("phase") == Phase.SERVING and newest.phase != Phase.SERVING:
@@ -347,16 +362,16 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
     if pinned == release.name:
         rollout = children.rollout_state(view.deployment or {})
         if rollout.state == "failed" and plan.old.get("phase") == Phase.ROLLING_OUT:
-            return _roll_back(plan, previous, rollout.message, settings)
+            return _roll_back(plan, previous, rollout.message, settings, view.key_version)
         # Otherwise the deadline belongs to a rollout this release did not start (e.g. the one
         # rolled back to it): its own template is being restored, so wait for that.
         plan.section("serving", readyReplicas=rollout.ready_replicas)
         if rollout.state != "complete":
-            plan.decision.apply += _serving_objects(release, previous, settings)
+            plan.decision.apply += _serving_objects(release, previous, settings, view.key_version)
             plan.condition(DEPLOYED, "Unknown", R.ROLLING_OUT, rollout.message)
             plan.condition(READY, "False", R.ROLLING_OUT, rollout.message)
             return plan.phase(Phase.ROLLING_OUT, R.ROLLOUT_STARTED, f"rolling {target} to {release.spec.version}")
-        plan.decision.apply += _serving_objects(release, previous, settings)
+        plan.decision.apply += _serving_objects(release, previous, settings, view.key_version)
         plan.section(
             "serving",
             revision=release.spec.version,
@@ -369,7 +384,7 @@ def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Deci
         return plan.phase(Phase.SERVING, R.SERVING, f"{target} serves {release.spec.version}")
 
     # Pin the target to this release; remember who served before, for rollback.
-    plan.decision.apply += _serving_objects(release, previous, settings)
+    plan.decision.apply += _serving_objects(release, previous, settings, view.key_version)
     if previous is not None:
         plan.section("serving", previousRevision=previous.spec.version)
     plan.condition(DEPLOYED, "Unknown", R.ROLLING_OUT, f"rolling {target} to {release.spec.version}")
@@ -387,11 +402,14 @@ def previous_release_name(release_name: str, deployment: dict[str, Any] | None) 
 
 
 def _serving_objects(
-    release: LegalModelRelease, previous: LegalModelRelease | None, settings: OperatorSettings
+    release: LegalModelRelease,
+    previous: LegalModelRelease | None,
+    settings: OperatorSettings,
+    key_version: str | None,
 ) -> list[dict[str, Any]]:
-    """Deployment + Service pinned to `release`. Both releases own them, so deleting the newer
-    release alone never takes the target down (garbage collection waits for every owner)."""
-    objects = render_serving.render(release, settings)
+    """Deployment, Service and NetworkPolicy pinned to `release`. Both releases own them, so deleting
+    the newer release alone never takes the target down (garbage collection waits for every owner)."""
+    objects = render_serving.render(release, settings, key_version)
     for obj in objects:
         meta = obj["metadata"]
         if previous is not None and previous.metadata.uid:
@@ -404,12 +422,16 @@ def _serving_objects(
     return objects
 
 
-def _roll_back(plan: _Plan, previous: LegalModelRelease | None, why: str, settings: OperatorSettings) -> Decision:
+def _roll_back(
+    plan: _Plan, previous: LegalModelRelease | None, why: str, settings: OperatorSettings, key_version: str | None
+) -> Decision:
     release = plan.release
     target = names.serving_target(release)
     if previous is not None:
         # The previous release pins the target again, remembering nobody before it.
-        plan.decision.apply += _serving_objects(previous, None, settings)
+        # The key version holds only if the previous release reads the same Secret.
+        same_key = render_serving.api_key_ref(previous, settings) == render_serving.api_key_ref(release, settings)
+        plan.decision.apply += _serving_objects(previous, None, settings, key_version if same_key else None)
         restored = f"; {target} serves {previous.spec.version} again"
     else:
         restored = "; there is no previous revision to restore"

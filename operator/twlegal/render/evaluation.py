@@ -54,7 +54,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["twlegal-train"],
         "args": ["evaluate", "--config", f"{settings.config_mount_path}/{CONFIG_FILE}"],
-        "env": [*pod.hub_env(release, settings), {"name": "HOME", "value": "/tmp"}],
+        "env": [*pod.hub_env(release, settings, reads_hub=reads_hub(release)), {"name": "HOME", "value": "/tmp"}],
         "resources": pod.resources(placement_spec.model_copy(update={"cpu": None, "memory": None}), evaluation.gpus),
         "volumeMounts": [
             {"name": pod.CONFIG_VOLUME, "mountPath": settings.config_mount_path, "readOnly": True},
@@ -75,6 +75,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
             "template": {
                 "metadata": {"labels": job_labels},
                 "spec": {
+                    **pod.NO_API_TOKEN,
                     "restartPolicy": "Never",
                     "securityContext": pod.pod_security_context(settings),
                     "containers": [container],
@@ -89,7 +90,17 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
     }
 
 
+def reads_hub(release: LegalModelRelease) -> bool:
+    """Whether evaluation loads its benchmark from the hub (the model always comes from the volume)."""
+    return release.spec.evaluation is not None and bool(release.spec.evaluation.benchmark.name)
+
+
+def network_policy(release: LegalModelRelease) -> dict[str, Any]:
+    name = names.evaluation_job_name(release)
+    return pod.job_network_policy(release, name, "evaluation", reads_hub=reads_hub(release))
+
+
 def render(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
     if release.spec.evaluation is None:
         return []
-    return [config_map(release, settings), job(release, settings)]
+    return [config_map(release, settings), network_policy(release), job(release, settings)]

@@ -50,6 +50,18 @@ def labels(release: LegalModelRelease, component: str) -> dict[str, str]:
     }
 
 
+GENERATED_API_KEY = "api-key"  # the key inside a Secret the operator generates for a target
+
+
+def generated_api_key_secret(target: str) -> str:
+    return f"{target}-api-key"
+
+
+def previous_key(key: str) -> str:
+    """The Secret entry holding the key a rotation replaces (accepted until it is removed)."""
+    return f"previous-{key}"
+
+
 def serving_selector(target: str) -> dict[str, str]:
     """The Deployment's selector: stable across the releases that share a target."""
     return {TARGET_LABEL: target, COMPONENT_LABEL: "serving"}

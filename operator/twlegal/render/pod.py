@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 from ..api.common import SecretKeyRef
 from ..api.release import API_VERSION, KIND, LegalModelRelease
 from ..api.spec import ComputeResources
+from . import names
 from .settings import OperatorSettings
 
 STORAGE_VOLUME = "models"
@@ -101,13 +103,14 @@ def secret_env(name: str, ref: SecretKeyRef | None, default: str | None) -> list
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}]
 
 
-def hub_env(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """Hub cache on the volume (survives retries), token from a Secret, endpoint, offline mode."""
+def hub_env(release: LegalModelRelease, settings: OperatorSettings, *, reads_hub: bool) -> list[dict[str, Any]]:
+    """Hub cache on the volume (survives retries), endpoint, offline mode; the token only in pods
+    that read the hub (least credentials: a pod loading from the volume never holds it)."""
     hub = release.spec.hub
     env: list[dict[str, Any]] = [
         {"name": "HF_HOME", "value": f"{settings.storage_mount_path}/{settings.hub_cache_subpath}"},
     ]
-    if not hub.offline:
+    if reads_hub and not hub.offline:
         env += secret_env("HF_TOKEN", hub.token_secret, settings.default_hub_token_secret)
     if hub.endpoint:
         env.append({"name": "HF_ENDPOINT", "value": hub.endpoint})
@@ -118,3 +121,35 @@ def hub_env(release: LegalModelRelease, settings: OperatorSettings) -> list[dict
 
 def volume_path(settings: OperatorSettings, subpath: str) -> str:
     return f"{settings.storage_mount_path}/{subpath}"
+
+
+# No pod a release runs talks to the API server: none gets a service-account token.
+NO_API_TOKEN = {"automountServiceAccountToken": False}
+
+
+def hub_port(release: LegalModelRelease) -> int:
+    endpoint = urlparse(release.spec.hub.endpoint or "https://huggingface.co")
+    return endpoint.port or (80 if endpoint.scheme == "http" else 443)
+
+
+def job_network_policy(release: LegalModelRelease, name: str, component: str, *, reads_hub: bool) -> dict[str, Any]:
+    """A training or evaluation pod takes no connections, and reaches out only to the hub (and DNS)
+    when it loads from it; otherwise it has no network at all. Enforced where the CNI implements
+    NetworkPolicy (Calico, Cilium, ...); the plain bridge plugin ignores it."""
+    egress: list[dict[str, Any]] = []
+    if reads_hub and not release.spec.hub.offline:
+        egress = [
+            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            {"ports": [{"protocol": "TCP", "port": hub_port(release)}]},
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": object_meta(release, name, names.labels(release, component)),
+        "spec": {
+            "podSelector": {"matchLabels": {names.RELEASE_LABEL: release.name, names.COMPONENT_LABEL: component}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": egress,
+        },
+    }

@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..api.release import LegalModelRelease
-from ..contracts.serving import API_KEY_ENV, PORT, ServingLaunch
+from ..api.spec import AllowFrom
+from ..contracts.serving import API_KEY_ENV, PORT, PREVIOUS_API_KEY_ENV, ServingLaunch
 from . import names, pod
 from .settings import OperatorSettings
 
 CONTAINER = "vllm"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
 PRE_STOP_SECONDS = 10
 REVISION_ANNOTATION = f"{names.ANNOTATION_PREFIX}/revision"
+# The key Secret's resourceVersion: a rotated key changes the pod template, so the pods roll.
+KEY_VERSION_ANNOTATION = f"{names.ANNOTATION_PREFIX}/api-key-version"
 HEALTH_PATH = "/health"
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """Where a target's API key lives; `generated`: the operator creates the Secret when absent."""
+
+    secret: str
+    key: str
+    generated: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.secret}/{self.key}"
+
+
+def api_key_ref(release: LegalModelRelease, settings: OperatorSettings) -> KeyRef | None:
+    """The release's Secret, else the operator's default, else one generated for the target; None
+    only with `auth: none`, the explicit opt-out."""
+    serving = release.spec.serving
+    if serving.auth == "none":
+        return None
+    if serving.api_key_secret is not None:
+        return KeyRef(serving.api_key_secret.name, serving.api_key_secret.key)
+    if settings.default_api_key_secret:
+        secret, key = settings.default_api_key_secret.split("/", 1)
+        return KeyRef(secret, key)
+    return KeyRef(names.generated_api_key_secret(names.serving_target(release)), names.GENERATED_API_KEY, True)
+
+
+def generated_key_secret(release: LegalModelRelease, ref: KeyRef, value: str) -> dict[str, Any]:
+    """The Secret the operator creates (once) for a target that names none. It has no owner: it
+    belongs to the target, not to one release, so a later release of the target keeps the key its
+    clients hold; deleting it by hand makes the operator generate a new one."""
+    labels = {k: v for k, v in names.labels(release, "serving").items() if k != names.RELEASE_LABEL}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": ref.secret, "namespace": release.namespace, "labels": labels},
+        "type": "Opaque",
+        "stringData": {ref.key: value},
+    }
 
 
 def launch(release: LegalModelRelease, settings: OperatorSettings) -> ServingLaunch:
@@ -28,6 +73,7 @@ def launch(release: LegalModelRelease, settings: OperatorSettings) -> ServingLau
         # SIGTERM comes after the preStop sleep; in-flight requests get the rest of the grace period.
         drain_seconds=max(settings.serving_grace_seconds - PRE_STOP_SECONDS - 5, 1),
         extra_args=list(serving.extra_args or []),
+        auth=serving.auth,
     )
 
 
@@ -44,15 +90,30 @@ def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
     }
 
 
+def key_env(ref: KeyRef | None) -> list[dict[str, Any]]:
+    """The key (and, during a rotation, the previous one) from the Secret into the environment:
+    never on the command line, where `ps` and the pod spec would show it."""
+    if ref is None:
+        return []
+    previous = names.previous_key(ref.key)
+    return [
+        {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.secret, "key": ref.key}}},
+        {
+            "name": PREVIOUS_API_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": ref.secret, "key": previous, "optional": True}},
+        },
+    ]
+
+
 def _container(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any]:
     serving = release.spec.serving
+    # No hub variables: serving loads the published weights from the volume, never from a hub.
     env: list[dict[str, Any]] = [
-        *pod.hub_env(release, settings),
         {"name": "HOME", "value": "/tmp"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
+        *key_env(api_key_ref(release, settings)),
     ]
-    env += pod.secret_env(API_KEY_ENV, serving.api_key_secret, settings.default_api_key_secret)
     return {
         "name": CONTAINER,
         "image": serving.image or settings.server_image,
@@ -77,11 +138,14 @@ def _container(release: LegalModelRelease, settings: OperatorSettings) -> dict[s
     }
 
 
-def deployment(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any]:
+def deployment(
+    release: LegalModelRelease, settings: OperatorSettings, key_version: str | None = None
+) -> dict[str, Any]:
     target = names.serving_target(release)
     serving = release.spec.serving
     pod_labels = names.labels(release, "serving")
     annotations = {REVISION_ANNOTATION: release.spec.version}
+    pod_annotations = {**annotations, **({KEY_VERSION_ANNOTATION: key_version} if key_version else {})}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -97,13 +161,15 @@ def deployment(release: LegalModelRelease, settings: OperatorSettings) -> dict[s
                 "metadata": {
                     "labels": pod_labels,
                     "annotations": {
-                        **annotations,
+                        **pod_annotations,
+                        # /metrics needs the key too: scrape with it as a bearer token.
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(PORT),
                         "prometheus.io/path": "/metrics",
                     },
                 },
                 "spec": {
+                    **pod.NO_API_TOKEN,
                     "terminationGracePeriodSeconds": settings.serving_grace_seconds,
                     "securityContext": pod.pod_security_context(settings),
                     "containers": [_container(release, settings)],
@@ -132,7 +198,42 @@ def service(release: LegalModelRelease, settings: OperatorSettings) -> dict[str,
     }
 
 
-def render(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
+def _peer(source: AllowFrom) -> dict[str, Any]:
+    peer: dict[str, Any] = {}
+    if source.namespace:
+        peer["namespaceSelector"] = {"matchLabels": {NAMESPACE_NAME_LABEL: source.namespace}}
+    peer["podSelector"] = {"matchLabels": dict(source.pod_selector or {})}
+    return peer
+
+
+def network_policy(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any]:
+    """Who may reach the serving port: the sources the release names (default: pods of its own
+    namespace) and the monitoring namespace (for /metrics, which needs the key as well). Serving
+    pods reach out to nobody. A NetworkPolicy works on ports, not paths: the key guards the routes."""
+    target = names.serving_target(release)
+    sources = [_peer(s) for s in release.spec.serving.allow_from or []] or [{"podSelector": {}}]
+    if settings.monitoring_namespace:
+        sources.append({"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: settings.monitoring_namespace}}})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": pod.object_meta(release, target, names.labels(release, "serving")),
+        "spec": {
+            "podSelector": {"matchLabels": names.serving_selector(target)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": PORT}]}],
+            "egress": [],
+        },
+    }
+
+
+def render(
+    release: LegalModelRelease, settings: OperatorSettings, key_version: str | None = None
+) -> list[dict[str, Any]]:
     if not release.spec.serving.enabled:
         return []
-    return [deployment(release, settings), service(release, settings)]
+    return [
+        deployment(release, settings, key_version),
+        service(release, settings),
+        network_policy(release, settings),
+    ]

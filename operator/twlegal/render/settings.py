@@ -36,6 +36,8 @@ class OperatorSettings(BaseModel):
     # "name/key" of Secrets for releases that name none (the chart's `defaults`).
     default_hub_token_secret: str | None = Field(None, pattern=r"^[a-z0-9][-a-z0-9.]*/[-._a-zA-Z0-9]+$")
     default_api_key_secret: str | None = Field(None, pattern=r"^[a-z0-9][-a-z0-9.]*/[-._a-zA-Z0-9]+$")
+    # The namespace whose pods (Prometheus) may reach serving pods for /metrics (with the key).
+    monitoring_namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     # The operator process itself (not rendered into any object).
     workers: int = Field(8, ge=1, description="Threads that run reconciles (kopf's max_workers).")
     resync_seconds: float = Field(60, gt=0, description="How often releases in flight are reconciled again.")

@@ -116,7 +116,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
         "args": ["run", "--config", config_path],
         "env": [
             {"name": "TWLEGAL_RELEASE", "value": f"{release.namespace}/{release.name}"},
-            *pod.hub_env(release, settings),
+            *pod.hub_env(release, settings, reads_hub=reads_hub(release)),
             {"name": "HOME", "value": "/tmp"},
             *([{"name": "DS_ACCELERATOR", "value": "cpu"}] if res.gpus == 0 else []),
         ],
@@ -131,6 +131,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
         "securityContext": pod.container_security_context(),
     }
     pod_spec: dict[str, Any] = {
+        **pod.NO_API_TOKEN,
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": settings.training_grace_seconds,
         "securityContext": pod.pod_security_context(settings),
@@ -160,5 +161,14 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
     }
 
 
+def reads_hub(release: LegalModelRelease) -> bool:
+    """Whether training loads anything from the hub (a named base model or dataset)."""
+    return bool(release.spec.base_model.name) or any(d.name for d in release.spec.datasets)
+
+
+def network_policy(release: LegalModelRelease) -> dict[str, Any]:
+    return pod.job_network_policy(release, names.training_job_name(release), "training", reads_hub=reads_hub(release))
+
+
 def render(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
-    return [config_map(release, settings), job(release, settings)]
+    return [config_map(release, settings), network_policy(release), job(release, settings)]
