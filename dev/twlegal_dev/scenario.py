@@ -169,16 +169,21 @@ class OperatorNotReady(RuntimeError):
     """The operator pod did not become ready; the message says why (state, reasons, its log)."""
 
 
-def operator_problem(e2e: E2ECluster, *, min_restarts: int = 2) -> str | None:
+def operator_problem(e2e: E2ECluster, *, image: str | None = None, min_restarts: int = 2) -> str | None:
     """Why the operator pod cannot become ready without a fix, or None while it still may: a
     container waiting for a reason in STUCK_REASONS (a crash loop once it has restarted
-    `min_restarts` times, so one slow start is not taken for one)."""
+    `min_restarts` times, so one slow start is not taken for one). Pods on their way out, and
+    with `image` the pods of another image (an earlier rollout's), are not the ones waited for."""
     proc = e2e.cluster.kubectl(
         "get", "pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR, "-o", "json", check=False
     )
     if proc.returncode != 0:
         return None
     for pod in json.loads(proc.stdout)["items"]:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        if image and image not in {c.get("image") for c in pod["spec"]["containers"]}:
+            continue
         for container in pod.get("status", {}).get("containerStatuses") or []:
             reason = (container.get("state", {}).get("waiting") or {}).get("reason")
             if reason in STUCK_REASONS and (
@@ -225,6 +230,8 @@ def operator_diagnosis(e2e: E2ECluster, log_lines: int = 20) -> str:
                     f"  last run: {last.get('reason')}, exit code {last.get('exitCode')}, "
                     f"restarts {container.get('restartCount', 0)}"
                 )
+            if not (last or state.get("running") or state.get("terminated")):
+                continue  # it never ran: no log
             logs = e2e.cluster.kubectl(
                 "logs",
                 "-n",
@@ -282,7 +289,7 @@ def install_chart(e2e: E2ECluster, images: dict[str, str], timeout: float = CHAR
     deadline = time.monotonic() + timeout + 30
     try:
         while helm.poll() is None:
-            problem = operator_problem(e2e)
+            problem = operator_problem(e2e, image=images["operator"])
             if problem or time.monotonic() > deadline:
                 helm.kill()
                 raise OperatorNotReady(
