@@ -37,6 +37,9 @@ NON_DEFAULT = [
     "--set",
     "operator.workers=4",
 ]
+# The image admission policy, with one allowed prefix (the install test uses the same).
+ALLOWED_PREFIX = "registry.example/twlegal/"
+IMAGE_POLICY = ["--set", "imagePolicy.enabled=true", "--set", f"imagePolicy.allowedPrefixes={{{ALLOWED_PREFIX}}}"]
 # checkov findings accepted, each with its reason (the chart README repeats them).
 CHECKOV_EXCEPTIONS = {
     "CKV_K8S_43": "image by digest: the chart pins the appVersion tag; a digest is the installer's choice (image.tag)",
@@ -59,7 +62,11 @@ def render(*values: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-@pytest.mark.parametrize("values", [[], NON_DEFAULT], ids=["defaults", "non-default"])
+@pytest.mark.parametrize(
+    "values",
+    [[], NON_DEFAULT, IMAGE_POLICY, [*NON_DEFAULT, "--set", "imagePolicy.enabled=true"]],
+    ids=["defaults", "non-default", "image-policy", "non-default-image-policy-no-prefixes"],
+)
 def test_lint_and_every_rendered_object_is_valid_kubernetes(values):
     helm("lint", "--strict", str(CHART), *values)
     objects = render(*values)
@@ -92,9 +99,44 @@ def test_namespaced_mode_grants_a_role_and_nothing_cluster_wide():
     assert pvc["spec"]["storageClassName"] == "fast"
 
 
+def image_policy(objects: list[dict]) -> tuple[dict, dict] | None:
+    by_kind = {o["kind"]: o for o in objects}
+    if "ValidatingAdmissionPolicy" not in by_kind:
+        assert "ValidatingAdmissionPolicyBinding" not in by_kind
+        return None
+    return by_kind["ValidatingAdmissionPolicy"], by_kind["ValidatingAdmissionPolicyBinding"]
+
+
+def test_image_policy_is_off_by_default_and_inlines_the_prefixes_as_a_cel_list():
+    assert image_policy(render()) is None
+    policy, binding = image_policy(
+        render("--set", "imagePolicy.enabled=true", "--set", "imagePolicy.allowedPrefixes={a.example/x/,b.example/y:}")
+    )
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["operations"] == ["CREATE", "UPDATE"] and rule["resources"] == ["legalmodelreleases"]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert json.loads(variables["allowed"]) == ["a.example/x/", "b.example/y:"]
+    messages = [v["message"] for v in policy["spec"]["validations"]]
+    assert messages == [
+        "spec.training.image must start with one of: a.example/x/, b.example/y:",
+        "spec.serving.image must start with one of: a.example/x/, b.example/y:",
+    ]
+    # No prefixes: only the operator's default images (an unset image) are admitted.
+    policy, _ = image_policy(render("--set", "imagePolicy.enabled=true"))
+    assert {v["name"]: v["expression"] for v in policy["spec"]["variables"]}["allowed"] == "[]"
+    # Namespaced mode: the binding covers the chart's namespace only, where the operator acts.
+    _, binding = image_policy(render(*NON_DEFAULT, "--set", "imagePolicy.enabled=true"))
+    selector = binding["spec"]["matchResources"]["namespaceSelector"]
+    assert selector == {"matchLabels": {"kubernetes.io/metadata.name": "twlegal-system"}}
+
+
 @pytest.mark.parametrize(
     "values,message",
     [
+        (["--set", "imagePolicy.allowedPrefixes={registry.example}"], "allowedPrefixes"),
+        (["--set", "imagePolicy.allowedPrefixes={registry.example/a b/}"], "allowedPrefixes"),
+        (["--set-string", "imagePolicy.enabled=yes"], "enabled"),
         (["--set", "operator.workers=0"], "workers"),
         (["--set", "bogus=1"], "bogus"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
@@ -120,7 +162,8 @@ def test_pods_meet_the_restricted_pod_security_standard():
 
 def test_security_scanner_finds_nothing_beyond_the_documented_exceptions(tmp_path):
     manifest = tmp_path / "chart.yaml"
-    manifest.write_text(helm("template", "twlegal", str(CHART), "--namespace", "twlegal-system").stdout)
+    # With the image policy on, so that its objects are scanned too.
+    manifest.write_text(helm("template", "twlegal", str(CHART), "--namespace", "twlegal-system", *IMAGE_POLICY).stdout)
     proc = subprocess.run(
         [
             str(tool("checkov")),
@@ -174,3 +217,70 @@ def test_chart_installs_and_uninstall_keeps_the_crd_and_the_releases(cluster: Cl
         ),
     )
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_image_policy_admits_allowed_and_default_images_and_refuses_others(cluster: Cluster, crd):
+    ns = "image-policy"
+    kubeconfig = ["--kubeconfig", str(cluster.kubeconfig)]
+
+    def release(name: str, **images: str) -> dict:
+        doc = copy.deepcopy(load_example())
+        doc["metadata"] = {"name": name, "namespace": ns}
+        for section, image in images.items():
+            doc["spec"][section]["image"] = image
+        return doc
+
+    cluster.kubectl("create", "namespace", ns)
+    # Created before the policy: an image that keeps its value stays updatable (and deletable).
+    cluster.apply(release("grandfathered", serving="evil.example/server:1"))
+    helm(
+        "install",
+        "twlegal-images",
+        str(CHART),
+        "--namespace",
+        ns,
+        "--set",
+        "crds.enabled=false",
+        *IMAGE_POLICY,
+        *NO_IN_CLUSTER_OPERATOR,
+        *kubeconfig,
+    )
+    try:
+        probe = release("probe", serving="evil.example/server:1")
+        # The policy is enforced once the API server has compiled and type-checked it.
+        wait_for(
+            "the image policy to refuse a release",
+            lambda: (
+                cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False).returncode
+            ),
+            timeout=60,
+        )
+
+        def refused(doc: dict, field: str) -> None:
+            proc = cluster.apply(doc, check=False)
+            assert proc.returncode != 0, f"admitted: {doc['spec']}"
+            assert f"{field} " in proc.stderr and f"must start with one of: {ALLOWED_PREFIX}" in proc.stderr, (
+                proc.stderr
+            )
+            assert "twlegal-images-operator-images" in proc.stderr, proc.stderr
+
+        cluster.apply(release("defaults"))
+        cluster.apply(release("good-serving", serving=f"{ALLOWED_PREFIX}server:1"))
+        cluster.apply(release("good-training", training=f"{ALLOWED_PREFIX}trainer:1"))
+        refused(release("evil-serving", serving="evil.example/server:1"), "spec.serving.image")
+        refused(release("evil-training", training="evil.example/trainer:1"), "spec.training.image")
+        # A prefix is a prefix: the allowed registry's name followed by more is another registry.
+        refused(release("lookalike", serving="registry.example/twlegal-evil/server:1"), "spec.serving.image")
+        # UPDATE: a good image changed to a bad one is refused, and the stored one stays.
+        refused(release("good-serving", serving="evil.example/server:2"), "spec.serving.image")
+        stored = cluster.get_json("lmr", "good-serving", "-n", ns)["spec"]["serving"]["image"]
+        assert stored == f"{ALLOWED_PREFIX}server:1"
+        cluster.kubectl("label", "lmr", "grandfathered", "-n", ns, "team=legal")
+        refused(release("grandfathered", serving="evil.example/server:2"), "spec.serving.image")
+        existing = {o["metadata"]["name"] for o in cluster.get_json("lmr", "-n", ns)["items"]}
+        assert existing == {"grandfathered", "defaults", "good-serving", "good-training"}
+    finally:
+        helm("uninstall", "twlegal-images", "--namespace", ns, "--wait", *kubeconfig, check=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    # Gone with the chart: the cluster admits any image again.
+    assert cluster.kubectl("get", "validatingadmissionpolicy", "twlegal-images-operator-images", check=False).returncode

@@ -224,11 +224,16 @@ def test_operator_holds_exactly_the_chart_permissions(cluster: Cluster, operator
     assert can("watch", "legalmodelreleases.twlegal.io")
     assert can("patch", "legalmodelreleases.twlegal.io", "--subresource=status")
     assert can("create", "jobs.batch") and can("patch", "deployments.apps")
+    assert can("get", "secrets") and can("create", "secrets") and can("patch", "networkpolicies.networking.k8s.io")
     for verb, resource in [
         ("patch", "legalmodelreleases.twlegal.io"),
         ("delete", "jobs.batch"),
         ("delete", "deployments.apps"),
-        ("get", "secrets"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("update", "secrets"),
+        ("patch", "secrets"),
+        ("delete", "secrets"),
         ("list", "nodes"),
         ("create", "pods"),
         ("delete", "persistentvolumeclaims"),
