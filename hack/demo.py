@@ -75,6 +75,10 @@ def main() -> int:
         print(f"the release did not reach Serving: {status.get('conditions')}", file=sys.stderr)
         return 1
     url = steps.service_url(e2e, status["serving"]["service"])
+    secret, key = status["serving"]["apiKeySecret"].split("/", 1)
+    say(f"serving is closed by default: the operator generated the key in Secret {secret} (read it with:")
+    print(f"   kubectl get secret {secret} -o jsonpath='{{.data.{key}}}' | base64 -d )")
+    steps.use_api_key(e2e, steps.api_key(e2e, status))
     question = "民法第6條的內容是什麼？"
     spec = steps.load_release(RELEASE)["spec"]
     reply = steps.chat(e2e, url, spec["serving"].get("servedModelName") or spec["model"], question)

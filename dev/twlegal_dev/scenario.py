@@ -10,6 +10,7 @@ Everything after that (chart, volume, releases, requests) is the same code for b
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import json
 import os
@@ -36,6 +37,7 @@ MOUNT = "/mnt/twlegal"
 STORAGE_EXAMPLE = ROOT / "examples" / "storage-local.yaml"
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker")
 CHAT_CLIENT = (Path(__file__).with_name("chat_client.py")).read_text()
+LOADER_KEY_FILE = "/tmp/api-key"  # where chat_client.py reads the key, before every request
 
 
 def image_refs() -> dict[str, str]:
@@ -163,6 +165,8 @@ STUCK_REASONS = {
     "RunContainerError",
 }
 CHART_TIMEOUT = 300.0
+SETTLE_SECONDS = 20.0
+CRASHES = 3  # restarts with a failed last run that make a crash loop, whatever the state reads now
 
 
 class OperatorNotReady(RuntimeError):
@@ -186,10 +190,17 @@ def operator_problem(e2e: E2ECluster, *, image: str | None = None, min_restarts:
             continue
         for container in pod.get("status", {}).get("containerStatuses") or []:
             reason = (container.get("state", {}).get("waiting") or {}).get("reason")
-            if reason in STUCK_REASONS and (
-                reason != "CrashLoopBackOff" or container.get("restartCount", 0) >= min_restarts
-            ):
+            restarts = container.get("restartCount", 0)
+            if reason in STUCK_REASONS and (reason != "CrashLoopBackOff" or restarts >= min_restarts):
                 return f"pod {pod['metadata']['name']}: container {container['name']} is {reason}"
+            # A crash loop seen between its back-offs: the operator's readiness probe answers while
+            # it cannot reach the API server, so the pod reads Running and Ready until it exits.
+            exit_code = (container.get("lastState", {}).get("terminated") or {}).get("exitCode")
+            if restarts >= CRASHES and exit_code:
+                return (
+                    f"pod {pod['metadata']['name']}: container {container['name']} crashed {restarts} times "
+                    f"(last exit code {exit_code})"
+                )
     return None
 
 
@@ -249,6 +260,19 @@ def operator_diagnosis(e2e: E2ECluster, log_lines: int = 20) -> str:
     return "\n".join(lines)
 
 
+def _stop_helm(helm: subprocess.Popen[str]) -> None:
+    """SIGTERM first: helm then marks the release failed, which the next `helm upgrade` (the next
+    `make demo`) can replace; a killed helm leaves it pending-upgrade, and every later upgrade fails
+    with "another operation (install/upgrade/rollback) is in progress"."""
+    if helm.poll() is not None:
+        return
+    helm.terminate()
+    try:
+        helm.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        helm.kill()
+
+
 def install_chart(e2e: E2ECluster, images: dict[str, str], timeout: float = CHART_TIMEOUT) -> None:
     """`helm upgrade --install` with the locally built images; waits for the operator pod, and
     fails fast (OperatorNotReady, with the pod's state and log) when the pod is stuck in a way
@@ -291,18 +315,62 @@ def install_chart(e2e: E2ECluster, images: dict[str, str], timeout: float = CHAR
         while helm.poll() is None:
             problem = operator_problem(e2e, image=images["operator"])
             if problem or time.monotonic() > deadline:
-                helm.kill()
+                _stop_helm(helm)
                 raise OperatorNotReady(
                     f"the operator did not become ready ({problem or f'{timeout:.0f}s passed'}):\n"
                     + operator_diagnosis(e2e)
                 )
             time.sleep(3)
     finally:
-        if helm.poll() is None:
-            helm.kill()
+        _stop_helm(helm)
         _, stderr = helm.communicate()
     if helm.returncode != 0:
         raise OperatorNotReady(f"helm upgrade --install failed: {stderr.strip()}\n" + operator_diagnosis(e2e))
+    _wait_operator_settled(e2e, images["operator"], deadline)
+
+
+def _operator_ready(e2e: E2ECluster, image: str) -> tuple[str, int] | None:
+    """The ready operator pod of `image` as (name, restarts of its containers), or None."""
+    proc = e2e.cluster.kubectl(
+        "get", "pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR, "-o", "json", check=False
+    )
+    if proc.returncode != 0:
+        return None
+    for pod in json.loads(proc.stdout)["items"]:
+        if pod["metadata"].get("deletionTimestamp") or image not in {c.get("image") for c in pod["spec"]["containers"]}:
+            continue
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        if statuses and all(c.get("ready") for c in statuses):
+            return pod["metadata"]["name"], sum(c.get("restartCount", 0) for c in statuses)
+    return None
+
+
+def _wait_operator_settled(e2e: E2ECluster, image: str, deadline: float) -> None:
+    """The operator pod Ready, without a restart, for SETTLE_SECONDS in a row. `helm --wait` alone
+    is not enough on a restarted cluster: etcd still holds the pod status from before the restart,
+    Ready, until the new kubelet has restarted the container and reported it, so helm returns at
+    once even when the operator is about to crash (as it did when the `kubernetes` Endpoints named
+    a stale port). A crash later than that is the demo's to notice (operator_problem)."""
+    ready_since: float | None = None
+    seen: tuple[str, int] | None = None
+    while True:
+        now = time.monotonic()
+        problem = operator_problem(e2e, image=image)
+        ready = _operator_ready(e2e, image)
+        if ready and seen and ready[0] == seen[0] and ready[1] > seen[1]:
+            problem = f"pod {ready[0]} restarted while it should have settled"
+        if problem or now > deadline:
+            raise OperatorNotReady(
+                f"the operator did not stay ready ({problem or 'time is up'}):\n" + operator_diagnosis(e2e)
+            )
+        if ready:
+            if ready_since is None or seen is None or ready[0] != seen[0]:
+                ready_since, seen = now, ready
+            if now - ready_since >= SETTLE_SECONDS:
+                return
+        else:
+            ready_since = None
+        time.sleep(2)
 
 
 def create_model_volume(e2e: E2ECluster, images: dict[str, str]) -> None:
@@ -347,6 +415,36 @@ def service_url(e2e: E2ECluster, service: str) -> str:
     svc = e2e.cluster.get_json("service", "-n", NAMESPACE, service)
     port = svc["spec"]["ports"][0]["port"]
     return f"http://{svc['spec']['clusterIP']}:{port}"
+
+
+def api_key(e2e: E2ECluster, status: dict) -> str:
+    """The target's API key (status.serving.apiKeySecret names its Secret and key), read as the
+    cluster admin: what a user does with `kubectl get secret ... | base64 -d`."""
+    secret, key = status["serving"]["apiKeySecret"].split("/", 1)
+    data = e2e.cluster.get_json("secret", "-n", NAMESPACE, secret)["data"]
+    return base64.b64decode(data[key]).decode()
+
+
+def use_api_key(e2e: E2ECluster, key: str | None) -> None:
+    """Hand the key to the in-cluster client through its key file (never a command line); None
+    takes it away."""
+    if key is None:
+        in_loader(e2e, "rm", "-f", LOADER_KEY_FILE)
+    else:
+        e2e.cluster.kubectl(
+            "exec",
+            "-i",
+            "-n",
+            NAMESPACE,
+            LOADER,
+            "-c",
+            "loader",
+            "--",
+            "sh",
+            "-c",
+            f"cat > {LOADER_KEY_FILE}.new && mv {LOADER_KEY_FILE}.new {LOADER_KEY_FILE}",
+            input=key,
+        )
 
 
 def chat(e2e: E2ECluster, base_url: str, model: str, prompt: str) -> dict:

@@ -9,6 +9,8 @@ uninstalled. Each asserts what a user would see.
 from __future__ import annotations
 
 import copy
+import json
+import secrets
 import time
 
 import pytest
@@ -88,6 +90,12 @@ def test_a_tiny_release_trains_resumes_after_its_pod_is_deleted_and_serves(e2e):
     assert deployment_revision(e2e) == "v0.1.0"
 
     base_url = steps.service_url(e2e, current["serving"]["service"])
+    # Closed by default: the tiny release names no key, so the operator generated one for the target.
+    assert current["serving"]["apiKeySecret"] == f"{TARGET}-api-key/api-key"
+    steps.use_api_key(e2e, None)
+    refused = steps.in_loader(e2e, "python3", "-c", steps.CHAT_CLIENT, "once", base_url, MODEL, "民法？", check=False)
+    assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr[-500:]
+    steps.use_api_key(e2e, steps.api_key(e2e, current))
     reply = steps.chat(e2e, base_url, MODEL, "民法第6條的內容是什麼？")
     assert reply["answer"].strip(), reply
     assert reply["revisions"] == ["v0.1.0"], reply
@@ -140,6 +148,53 @@ def test_a_second_release_rolls_over_with_zero_failed_requests(e2e):
     assert seen[-3:] == [["v0.2.0"]] * 3, f"the answers did not switch to the new revision: {timeline}"
     assert status(e2e, FIRST["metadata"]["name"])["phase"] == "Superseded"
     assert deployment_revision(e2e) == "v0.2.0"
+
+
+def test_a_rotated_key_rolls_the_serving_pods_with_zero_failed_requests(e2e):
+    """The README's rotation: the new key in place, the old one as `previous-api-key`; the pods
+    roll and accept both; the clients move to the new key; nothing fails on the way."""
+    second = status(e2e, SECOND["metadata"]["name"])
+    base_url = steps.service_url(e2e, second["serving"]["service"])
+    old_key = steps.api_key(e2e, second)
+    new_key = secrets.token_urlsafe(48)
+    secret = second["serving"]["apiKeySecret"].split("/", 1)[0]
+    old_pods = {p["metadata"]["name"] for p in serving_pods(e2e, SECOND["metadata"]["name"])}
+    with steps.ClientLoop(e2e, base_url, MODEL) as loop:  # asking with the old key throughout the roll
+        time.sleep(3)
+        patch = {"stringData": {"api-key": new_key, "previous-api-key": old_key}}
+        e2e.cluster.kubectl("patch", "secret", secret, "-n", steps.NAMESPACE, "--type=merge", "-p", json.dumps(patch))
+        wait_for(
+            "the serving pods to roll onto the rotated key",
+            lambda: (
+                (pods := serving_pods(e2e, SECOND["metadata"]["name"]))
+                and not old_pods & {p["metadata"]["name"] for p in pods}
+                and all(c.get("ready") for p in pods for c in p["status"].get("containerStatuses", []))
+            ),
+            timeout=600,
+            interval=2,
+        )
+        steps.use_api_key(e2e, new_key)  # the clients move to the new key
+        time.sleep(8)
+        records = loop.stop()
+    failed = [r for r in records if not r["ok"]]
+    print(f"\nkey rotation, {len(records)} requests, {len(failed)} failed")
+    assert not failed, f"{len(failed)} of {len(records)} requests failed during the rotation: {failed[:3]}"
+    assert len(records) >= 20
+    wait_phase(e2e, SECOND["metadata"]["name"], {"Serving"})
+    steps.use_api_key(e2e, old_key)  # the old key still works while it is the previous one
+    assert steps.chat(e2e, base_url, MODEL, "民法？")["answer"] is not None
+    steps.use_api_key(e2e, new_key)
+    # The key's value is in no log of the serving pods, and in no object but its Secret.
+    for pod in serving_pods(e2e, SECOND["metadata"]["name"]):
+        logs = e2e.cluster.kubectl("logs", "-n", steps.NAMESPACE, pod["metadata"]["name"], check=False).stdout
+        assert new_key not in logs and old_key not in logs
+    objects = e2e.cluster.kubectl(
+        "get", "lmr,deployments,pods,events,configmaps", "-n", steps.NAMESPACE, "-o", "yaml"
+    ).stdout
+    operator_log = e2e.cluster.kubectl(
+        "logs", "-n", steps.OPERATOR_NAMESPACE, "deployment/twlegal-operator", check=False
+    ).stdout
+    assert new_key not in objects and old_key not in objects and new_key not in operator_log
 
 
 def test_a_release_below_its_threshold_is_rejected_and_serving_stays(e2e):
