@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -125,8 +126,57 @@ def test_requests_without_the_api_key_get_401(server: Server):
     assert err.value.code == 401
 
 
-def test_prometheus_metrics_are_exposed(server: Server):
-    text = urllib.request.urlopen(server.url("/metrics"), timeout=10).read().decode()
+def status_of(server: Server, method: str, path: str, key: str | None) -> int:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key is not None else {})}
+    data = b"{}" if method in ("POST", "PUT", "PATCH") else None
+    request = urllib.request.Request(server.url(path), method=method, headers=headers, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_every_route_the_server_lists_needs_the_key_but_health(server: Server):
+    """Walk vLLM's own route list (its OpenAPI document, fetched with the key) plus the routes it
+    mounts outside it: all answer 401 without the key and with a wrong one, but /health and /ping.
+    vLLM's own check covers only /v1/...: `POST /invocations` and `/tokenize` answered without it."""
+    spec = server.request("/openapi.json")
+    routes = [
+        (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
+        for path, item in spec["paths"].items()
+        for method in item
+        if method.upper() in ("GET", "POST", "PUT", "PATCH", "DELETE")
+    ]
+    routes += [("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"), ("GET", "/metrics")]
+    assert ("POST", "/invocations") in routes and ("POST", "/tokenize") in routes, "vLLM's routes changed"
+    open_routes = {"/health", "/ping"}
+    checked = 0
+    for method, path in routes:
+        if path in open_routes:
+            continue
+        for key in (None, "wrong-key"):
+            assert status_of(server, method, path, key) == 401, f"{method} {path} with key {key!r}"
+        checked += 1
+    assert checked >= 20, routes
+    assert status_of(server, "GET", "/health", None) == 200
+    assert status_of(server, "GET", "/ping", None) == 200
+    print(f"\n{checked} routes refuse a missing or wrong key; open: {sorted(open_routes)}")
+
+
+def test_the_key_is_in_no_log_and_on_no_command_line(server: Server):
+    assert API_KEY not in server.log.read_text(errors="replace")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert API_KEY.encode() not in cmdline.read_bytes(), f"the key is on the command line of {cmdline}"
+        except OSError:
+            continue  # a process that ended meanwhile
+
+
+def test_prometheus_metrics_need_the_key_too(server: Server):
+    assert status_of(server, "GET", "/metrics", None) == 401
+    request = urllib.request.Request(server.url("/metrics"), headers={"Authorization": f"Bearer {API_KEY}"})
+    text = urllib.request.urlopen(request, timeout=10).read().decode()
     assert "vllm:num_requests_running" in text
 
 
