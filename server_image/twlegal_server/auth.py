@@ -11,6 +11,11 @@ The keys come from the environment (never argv), are kept only as SHA-256 digest
 constant time; the previous key is accepted too while a rotation rolls the pods. CORS preflights
 (OPTIONS) are refused like any other request: CORS is off (the launcher refuses `--allowed-origins`),
 so no browser is meant to call this server.
+
+vLLM adds `--middleware` classes after its own, so this one is the outermost (it runs before CORS,
+vLLM's own key check and every route, mounted apps such as /metrics included). It has no off
+switch: the launcher loads it only when the release's auth is apiKey, and without TWLEGAL_API_KEY it
+refuses to be built, so vLLM does not start rather than serve openly.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class MissingKey(RuntimeError):
 
 
 def accepted_digests(env: Mapping[str, str]) -> list[bytes]:
-    keys = [env.get(API_KEY_ENV, ""), env.get(PREVIOUS_API_KEY_ENV, "")]
+    # Stripped: a Secret made from a file often ends in a newline no client sends.
+    keys = [env.get(API_KEY_ENV, "").strip(), env.get(PREVIOUS_API_KEY_ENV, "").strip()]
     if not keys[0]:
         raise MissingKey(f"{API_KEY_ENV} is not set: refusing to serve without a key")
     return [hashlib.sha256(key.encode()).digest() for key in keys if key]
@@ -68,22 +74,24 @@ class RequireApiKey:
             await self.app(scope, receive, send)
             return
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
-        if path in UNAUTHENTICATED_PATHS or self.allowed(bearer(scope.get("headers") or [])):
+        # The exact paths only (no prefix: `/health/../tokenize` or `/healthz` are not health), and
+        # only over HTTP: a probe never opens a websocket.
+        probe = scope["type"] == "http" and path in UNAUTHENTICATED_PATHS
+        if probe or self.allowed(bearer(scope.get("headers") or [])):
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})  # policy violation
-            return
         body = json.dumps({"error": "Unauthorized"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b"Bearer"),
+        ]
+        if scope["type"] == "websocket":
+            if "websocket.http.response" in (scope.get("extensions") or {}):  # uvicorn: a plain 401
+                await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:  # the server answers the handshake with 403
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})

