@@ -7,8 +7,8 @@ reject them naming the field) and again by the server launcher before it starts 
 - what weakens the server: remote code, local files, CORS, request logging (prompts are
   privileged client questions), and flags that import code from a path.
 
-Both the `--flag value` and the `--flag=value` forms are matched, with `_` for `-` (vLLM accepts
-both spellings) and any abbreviation (argparse expands a unique prefix to the full flag).
+The `--flag value`, `--flag=value` and dotted `--flag.key value` forms are matched, with `_` for
+`-` (vLLM accepts both spellings) and any abbreviation (argparse expands a unique prefix).
 """
 
 from __future__ import annotations
@@ -65,9 +65,10 @@ def _any_prefix(flag: str) -> str:
     return parts[0] + pattern
 
 
+# After the flag: nothing, `=value`, or vLLM's dotted form (`--trust-remote-code.x 1` sets it too).
 REFUSED_FLAG_PATTERN = (
     "^(?:--(?:" + "|".join(_any_prefix(f) for f in (*LAUNCHER_FLAGS, *UNSAFE_FLAGS)) + ")"
-    "|-(?:" + "|".join(SHORT_FLAGS) + "))(?:=.*)?$"
+    "|-(?:" + "|".join(_any_prefix(f) for f in SHORT_FLAGS) + "))(?:[.=].*)?$"
 )
 _REFUSED = re.compile(REFUSED_FLAG_PATTERN)
 
