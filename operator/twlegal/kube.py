@@ -152,6 +152,31 @@ class Kube:
                 return False
             raise
 
+    def delete(self, obj: dict[str, Any]) -> None:
+        """Delete a child, its pods first (foreground): it is gone only once they are."""
+        meta = obj["metadata"]
+        try:
+            self._call(
+                "DELETE",
+                _path(obj.get("apiVersion", "batch/v1"), obj.get("kind", "Job"), meta["namespace"], meta["name"]),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> None:
+        """Replace the release's finalizers, only if it has not changed since it was read (409 otherwise:
+        the next reconcile decides again)."""
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        self._call(
+            "PATCH",
+            _path(API_VERSION, KIND, namespace, name),
+            body=patch,
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/merge-patch+json",
+        )
+
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         body = {
             "apiVersion": API_VERSION,

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -16,7 +17,17 @@ from kubernetes.client.rest import ApiException
 from . import metrics
 from .api.release import LegalModelRelease
 from .kube import Kube
-from .policies import Observed, Peer, ServingView, children, decide, previous_release_name, settled_stages
+from .policies import (
+    Observed,
+    Peer,
+    ServingView,
+    StoragePeer,
+    children,
+    decide,
+    previous_release_name,
+    settled_stages,
+    storage,
+)
 from .render import names
 from .render import serving as render_serving
 from .render.settings import OperatorSettings
@@ -78,17 +89,28 @@ class Reconciler:
         release = LegalModelRelease.from_object(obj)
         observed = self._observe(release)
         decision = decide(release, observed, self.settings, _now())
+        # What decide() asks to look at only when it matters (the target, the namespace's
+        # placements), then a decision again on the fuller view.
+        if decision.needs_storage_peers:
+            peers = tuple(
+                StoragePeer.of(LegalModelRelease.from_object(o), self.settings)
+                for o in self.kube.list_releases(namespace)
+            )
+            observed = replace(observed, storage_peers=peers)
+            decision = decide(release, observed, self.settings, _now())
         if decision.needs_serving:
-            observed = Observed(**{**observed.__dict__, "serving": self._observe_serving(release)})
+            observed = replace(observed, serving=self._observe_serving(release))
             decision = decide(release, observed, self.settings, _now())
         if decision.generate_key is not None:
             self._generate_key(release, decision.generate_key)
-            observed = Observed(**{**observed.__dict__, "serving": self._observe_serving(release)})
+            observed = replace(observed, serving=self._observe_serving(release))
             decision = decide(release, observed, self.settings, _now())
         for child in decision.create:
             self.kube.create(child)
         for child in decision.apply:
             self.kube.apply(child)
+        for child in decision.delete:
+            self.kube.delete(child)
         old = decision.previous
         if decision.status != old:
             self.kube.apply_status(namespace, name, decision.status)
@@ -98,6 +120,8 @@ class Reconciler:
                 self.kube.emit_event(obj, event.type, event.reason, event.message)
             except ApiException as exc:  # an event is best effort; the status already tells
                 log.warning("event for %s/%s not recorded: %s %s", namespace, name, exc.reason, exc.body)
+        if decision.finalizers is not None:  # last: removing the reclaim finalizer lets the release go
+            self.kube.set_finalizers(namespace, name, decision.finalizers, obj["metadata"]["resourceVersion"])
         phase = decision.status.get("phase")
         if old.get("phase") != phase:
             log.info("%s/%s: %s -> %s", namespace, name, old.get("phase") or "-", phase)
@@ -114,9 +138,15 @@ class Reconciler:
 
     def _observe(self, release: LegalModelRelease) -> Observed:
         ns = release.namespace
+        if storage.is_deleting(release):
+            return self._observe_deletion(release)
+        storage_job = None
+        if storage.retention_keep(release) is not None:
+            storage_job = self.kube.get("batch/v1", "Job", ns, storage.prune_job_name(release))
         trained, evaluated = settled_stages(release)
         if evaluated:
-            return Observed()  # status already holds both outcomes: only serving needs looking at
+            # Status already holds both outcomes: only serving (and retention) need looking at.
+            return Observed(storage_job=storage_job, storage_pods=self._finished_pods(ns, storage_job))
         training_job = None if trained else self.kube.get("batch/v1", "Job", ns, names.training_job_name(release))
         evaluation_job = None
         if release.spec.evaluation is not None and (trained or children.is_finished(training_job)):
@@ -126,6 +156,19 @@ class Reconciler:
             training_pods=self._finished_pods(ns, training_job),
             evaluation_job=evaluation_job,
             evaluation_pods=self._finished_pods(ns, evaluation_job),
+            storage_job=storage_job,
+            storage_pods=self._finished_pods(ns, storage_job),
+        )
+
+    def _observe_deletion(self, release: LegalModelRelease) -> Observed:
+        """A release being deleted: its stage Jobs (to stop them) and its reclaim Job."""
+        ns = release.namespace
+        reclaim = self.kube.get("batch/v1", "Job", ns, storage.reclaim_job_name(release))
+        return Observed(
+            training_job=self.kube.get("batch/v1", "Job", ns, names.training_job_name(release)),
+            evaluation_job=self.kube.get("batch/v1", "Job", ns, names.evaluation_job_name(release)),
+            storage_job=reclaim,
+            storage_pods=self._finished_pods(ns, reclaim),
         )
 
     def _finished_pods(self, namespace: str, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     launch = ServingLaunch.from_argv(list(sys.argv[1:] if argv is None else argv))
     if launch.verify_manifest and Path(launch.model).is_absolute():
         try:
-            manifest.verify(Path(launch.model), launch.revision)
+            manifest.verify(Path(launch.model), launch.revision, launch.checksum)
         except manifest.ManifestError as exc:
             print(f"twlegal-serve: refusing to start: {exc}", file=sys.stderr, flush=True)
             return EXIT_REFUSED

@@ -111,7 +111,7 @@ def test_crd_schema_rejects_what_pydantic_rejects():
             "unknown-optimizer",
             "memory-not-a-quantity",
             "no-datasets",
-            "storage-missing",
+            "storage-reclaim-policy-unknown",
             "serving-target-not-dns",
         }
     ]

@@ -75,7 +75,7 @@ def again(rel: LegalModelRelease, decision) -> LegalModelRelease:
 
 def test_a_new_release_creates_its_training_job_once():
     rel = release()
-    first = decide(rel, Observed(), SETTINGS, NOW)
+    first = decide(rel, Observed(storage_peers=()), SETTINGS, NOW)
     assert [o["kind"] for o in first.create] == ["ConfigMap", "NetworkPolicy", "Job"]
     assert first.status["phase"] == "Pending" and [e.reason for e in first.events] == ["TrainingJobCreated"]
     running = decide(again(rel, first), Observed(training_job=job(ready=1)), SETTINGS, NOW)
@@ -88,7 +88,7 @@ def test_a_job_between_attempts_is_still_training_not_trained():
     # Seen on a real node: the training pod was deleted, and until the Job's replacement pod runs
     # the Job has no ready, active or succeeded pod and no condition. That is not a success.
     rel = release()
-    first = decide(rel, Observed(), SETTINGS, NOW)
+    first = decide(rel, Observed(storage_peers=()), SETTINGS, NOW)
     running = decide(again(rel, first), Observed(training_job=job(ready=1)), SETTINGS, NOW)
     between = decide(again(rel, running), Observed(training_job=job()), SETTINGS, NOW)
     assert between.status["phase"] == "Training"
@@ -279,7 +279,7 @@ def test_a_hub_dataset_without_a_revision_is_flagged_once_as_a_condition_and_an_
         hub={"offline": False},
         datasets=[{"name": "lianghsun/tw-legal-nlp"}, {"name": "lianghsun/tw-judgment-qa", "revision": "v1"}],
     )
-    first = decide(rel, Observed(), SETTINGS, NOW)
+    first = decide(rel, Observed(storage_peers=()), SETTINGS, NOW)
     pinned = next(c for c in first.status["conditions"] if c["type"] == "InputsPinned")
     assert (pinned["status"], pinned["reason"]) == ("False", "UnpinnedDataset")
     assert "1 of 2 datasets have no revision (lianghsun/tw-legal-nlp)" in pinned["message"]
@@ -293,7 +293,7 @@ def test_a_hub_dataset_without_a_revision_is_flagged_once_as_a_condition_and_an_
 
 
 def test_pinned_inputs_say_so():
-    decision = decide(release(), Observed(), SETTINGS, NOW)
+    decision = decide(release(), Observed(storage_peers=()), SETTINGS, NOW)
     pinned = next(c for c in decision.status["conditions"] if c["type"] == "InputsPinned")
     assert (pinned["status"], pinned["reason"]) == ("True", "Pinned")
 

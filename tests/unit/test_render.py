@@ -12,6 +12,7 @@ from twlegal import yamlio
 from twlegal.api.release import LegalModelRelease
 from twlegal.cli import main
 from twlegal.contracts import EvaluationConfig, ServingLaunch, TrainingConfig
+from twlegal.contracts.storage import inputs_digest
 from twlegal.contracts.training import ExitCode
 from twlegal.render import STAGES, OperatorSettings, render_stage
 
@@ -40,7 +41,8 @@ def test_every_rendered_object_is_valid_kubernetes(path, stage):
 
 
 def test_training_job_runs_the_reference_hyperparameters_on_8_gpus():
-    objects = by_kind(render_stage(release(), "training", SETTINGS))
+    rel = release()
+    objects = by_kind(render_stage(rel, "training", SETTINGS))
     job, config_map = objects["Job"], objects["ConfigMap"]
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -73,7 +75,14 @@ def test_training_job_runs_the_reference_hyperparameters_on_8_gpus():
     assert config.processes == 8 and not config.use_cpu
     assert len(config.datasets) == 14
     assert config.base_model.name == "lianghsun/Llama-3.2-Taiwan-3B" and config.base_model.revision == "v2024.10.27"
-    assert config.output_dir.endswith("/lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct/v2024.11.13")
+    # Each release its own directories: model and version to find them, name and inputs to keep them apart.
+    run = f"{rel.name}-{inputs_digest(rel.spec)[:12]}"
+    assert config.output_dir == f"/mnt/twlegal/releases/lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct/v2024.11.13/{run}"
+    assert (
+        config.checkpoint_dir
+        == f"/mnt/twlegal/checkpoints/lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct/v2024.11.13/{run}"
+    )
+    assert config.release.inputs == inputs_digest(rel.spec)
 
 
 def test_job_retries_preemption_but_not_code_errors():
@@ -109,7 +118,7 @@ def test_serving_deployment_pins_the_revision():
     (container,) = spec["template"]["spec"]["containers"]
     launch = ServingLaunch.from_argv(container["args"])
     assert launch.revision == "v2024.11.13"
-    assert launch.model.endswith("/releases/lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct/v2024.11.13")
+    assert "/releases/lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct/v2024.11.13/" in launch.model
     assert launch.served_model_names == [
         "lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct",
         "lianghsun/Llama-3.2-Taiwan-Legal-3B-Instruct:v2024.11.13",
@@ -131,7 +140,7 @@ def test_evaluation_job_scores_the_trained_weights():
     objects = by_kind(render_stage(release(), "evaluation", SETTINGS))
     config = EvaluationConfig.model_validate_json(objects["ConfigMap"]["data"]["evaluation.json"])
     assert config.benchmark.name == "lianghsun/tw-legal-benchmark-v1"
-    assert config.model_path.endswith("/v2024.11.13")
+    assert "/v2024.11.13/" in config.model_path
     assert objects["Job"]["spec"]["template"]["spec"]["containers"][0]["args"][0] == "evaluate"
 
 

@@ -68,7 +68,8 @@ def test_defaults_are_applied_like_the_api_server(tmp_path):
     release, problems = validate_document(load_example())
     assert not problems
     assert release.spec.training.hyperparameters.max_grad_norm == 1.0
-    assert release.spec.storage.artifact_path == "releases/{model}/{version}"
+    assert release.spec.storage.artifact_path == "releases/{model}/{version}/{name}-{inputs}"
+    assert release.spec.storage.reclaim_policy == "Retain"
     assert release.spec.hub.offline is True
 
 

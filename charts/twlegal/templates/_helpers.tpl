@@ -1,3 +1,8 @@
+{{/* The claim of releases that name none: storage.defaultClaim, or the PVC the chart creates. */}}
+{{- define "twlegal.defaultClaim" -}}
+{{- .Values.storage.defaultClaim | default (ternary .Values.storage.claimName "" .Values.storage.create) -}}
+{{- end }}
+
 {{- define "twlegal.fullname" -}}
 {{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

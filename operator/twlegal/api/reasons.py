@@ -51,6 +51,17 @@ SUPERSEDED = "Superseded"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 ROLLED_BACK = "RolledBack"
 
+# --- storage -----------------------------------------------------------------------------------
+STORAGE_UNSET = "StorageUnset"
+STORAGE_CONFLICT = "StorageConflict"
+STORAGE_FULL = "StorageFull"
+CHECKPOINTS_PRUNED = "CheckpointsPruned"
+PRUNE_FAILED = "PruneFailed"
+RECLAIMING = "Reclaiming"
+STORAGE_RECLAIMED = "StorageReclaimed"
+RECLAIM_FAILED = "ReclaimFailed"
+WEIGHTS_KEPT = "WeightsKept"
+
 # --- outcomes on the Ready condition -----------------------------------------------------------
 FAILED = "Failed"
 REJECTED = "Rejected"

@@ -24,7 +24,7 @@ MAX_NAME_LENGTH = 52
 class ObjectMeta(BaseModel):
     """The part of metadata the API reads; the rest is kept as is."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     namespace: str | None = None
@@ -32,6 +32,9 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
+    creation_timestamp: str | None = Field(None, alias="creationTimestamp")
+    deletion_timestamp: str | None = Field(None, alias="deletionTimestamp")
+    finalizers: list[str] | None = None
 
 
 class LegalModelRelease(BaseModel):

@@ -6,7 +6,7 @@ the CRD is generated from these models and `kubectl explain lmr.spec...` shows t
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
@@ -340,20 +340,76 @@ class PvcStorage(ApiModel):
     claim_name: DnsLabel = Field(description="Name of the PersistentVolumeClaim.")
 
 
-PATH_TEMPLATE_DESCRIPTION = "Path on the storage volume; {model}, {version}, {namespace} and {name} are replaced."
+# {name} is unique among a namespace's releases, {uid} among every release ever created; one of
+# them in each path keeps two releases' directories apart. {inputs} (a digest of what shapes the
+# run) keeps a release re-created under the same name with other inputs apart from the first.
+UNIQUE_TOKENS = ("{name}", "{uid}")
+PATH_TOKENS = ("{model}", "{version}", "{namespace}", "{name}", "{uid}", "{inputs}")
+PATH_TEMPLATE_DESCRIPTION = (
+    "Path on the storage volume, a template: {model}, {version}, {namespace}, {name}, {uid} (metadata.uid) and "
+    "{inputs} (12 hex digits of a digest of model, version, baseModel, datasets and the training settings that "
+    "shape the run) are replaced. It must contain {name} or {uid}, so no two releases share a directory."
+)
+DEFAULT_ARTIFACT_PATH = "releases/{model}/{version}/{name}-{inputs}"
+DEFAULT_CHECKPOINT_PATH = "checkpoints/{model}/{version}/{name}-{inputs}"
+
+
+def _has_unique_token(field: str) -> dict[str, Any]:
+    test = " || ".join(f"self.{field}.contains('{token}')" for token in UNIQUE_TOKENS)
+    return cel(
+        test,
+        f"{field} must contain {{name}} or {{uid}}: without one, two releases would share (and overwrite) it",
+        field_path=f".{field}",
+    )
+
+
+class Retention(ApiModel):
+    """Which checkpoints stay once training has settled. The final weights are never pruned."""
+
+    keep_checkpoints_after_success: Annotated[int, Field(ge=0, le=100)] = Field(
+        0, description="Complete checkpoints kept once the release is trained (the weights are published)."
+    )
+    keep_checkpoints_after_failure: Annotated[int, Field(ge=0, le=100)] = Field(
+        1, description="Complete checkpoints kept when training fails or diverges, for inspection or a resume."
+    )
 
 
 class Storage(ApiModel):
-    """Where checkpoints and final weights live. Only a PVC today; object storage and hub push later."""
+    """Where checkpoints and final weights live, and what happens to them afterwards."""
 
-    pvc: PvcStorage = Field(description="The volume that holds base models, datasets, checkpoints and weights.")
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            _has_unique_token("artifactPath"),
+            _has_unique_token("checkpointPath"),
+            cel(
+                "self.checkpointPath != self.artifactPath"
+                " && !self.checkpointPath.startsWith(self.artifactPath + '/')"
+                " && !self.artifactPath.startsWith(self.checkpointPath + '/')",
+                "checkpointPath and artifactPath must not be the same directory or one inside the other",
+                field_path=".checkpointPath",
+            ),
+        )
+    )
+
+    pvc: PvcStorage | None = Field(
+        None,
+        description="The volume that holds base models, datasets, checkpoints and weights; default: the "
+        "operator's default claim (the chart's storage.defaultClaim).",
+    )
     artifact_path: str = relative_path(
-        PATH_TEMPLATE_DESCRIPTION + " Final weights of the release.",
-        template=True,
-        default="releases/{model}/{version}",
+        PATH_TEMPLATE_DESCRIPTION + " Final weights of the release.", template=True, default=DEFAULT_ARTIFACT_PATH
     )
     checkpoint_path: str = relative_path(
-        PATH_TEMPLATE_DESCRIPTION + " Resumable checkpoints.", template=True, default="checkpoints/{model}/{version}"
+        PATH_TEMPLATE_DESCRIPTION + " Resumable checkpoints.", template=True, default=DEFAULT_CHECKPOINT_PATH
+    )
+    retention: Retention = Field(
+        default_factory=Retention, description="Checkpoints kept after training.", json_schema_extra={"default": {}}
+    )
+    reclaim_policy: Literal["Retain", "Delete"] = Field(
+        "Retain",
+        description="What deleting the release does to its directories, as a PersistentVolume's policy: Retain "
+        "keeps them; Delete removes its checkpoints and weights (never weights a target still serves) before the "
+        "release is gone.",
     )
 
 
@@ -426,6 +482,10 @@ class LegalModelReleaseSpec(ApiModel):
     serving: Serving = Field(
         default_factory=Serving, description="How to serve the release.", json_schema_extra={"default": {}}
     )
-    storage: Storage = Field(description="Where checkpoints and weights live.")
+    storage: Storage = Field(
+        default_factory=Storage,
+        description="Where checkpoints and weights live, and for how long.",
+        json_schema_extra={"default": {}},
+    )
     hub: Hub = Field(default_factory=Hub, description="Model hub access.", json_schema_extra={"default": {}})
     card: Card | None = Field(None, description="Model card text that is not a measurement (license, tags, summary).")

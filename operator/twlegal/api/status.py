@@ -129,6 +129,16 @@ class ArtifactStatus(WrittenSection):
     checksum: str | None = Field(None, description="sha256 of the weights' checksum manifest.")
 
 
+class StorageStatus(WrittenSection):
+    """The release's directories on the volume, resolved (and fixed) when its training Job is created."""
+
+    claim_name: str | None = Field(None, description="PersistentVolumeClaim that holds them.")
+    checkpoint_path: str | None = Field(None, description="Checkpoint directory (relative to the volume).")
+    artifact_path: str | None = Field(None, description="Weights directory (relative to the volume).")
+    checkpoints_pruned: bool | None = Field(None, description="Whether retention has pruned the checkpoints.")
+    message: str | None = Field(None, description="What the last storage Job did (pruned, reclaimed, kept and why).")
+
+
 class LegalModelReleaseStatus(StatusModel):
     """Observed state of the release."""
 
@@ -144,6 +154,7 @@ class LegalModelReleaseStatus(StatusModel):
     serving: ServingStatus | None = Field(None, description="Serving state.")
     artifact: ArtifactStatus | None = Field(None, description="Final weights.")
     inputs: InputsStatus | None = Field(None, description="Resolved base model and dataset revisions.")
+    storage: StorageStatus | None = Field(None, description="The release's directories on the storage volume.")
 
 
 # The sections of status the operator writes, by their key in status.
@@ -153,4 +164,5 @@ SECTIONS: dict[str, type[WrittenSection]] = {
     "serving": ServingStatus,
     "artifact": ArtifactStatus,
     "inputs": InputsStatus,
+    "storage": StorageStatus,
 }

@@ -1,9 +1,12 @@
 """Validate a LegalModelRelease document the way the API server will, before it reaches a cluster.
 
-Two passes, both driven by the one source of truth:
+Two passes, both driven by the one source of truth, and both always run, so one call reports every
+problem of a document:
 1. the pydantic models (types, enums, bounds, patterns, unknown fields);
 2. the CRD's own x-kubernetes-validations CEL rules, evaluated with a CEL interpreter on the
-   defaulted object, so cross-field rules are written once and enforced in both places.
+   defaulted object, so cross-field rules are written once and enforced in both places. When the
+   first pass failed there is no defaulted object: the rules run on the document as written, and a
+   rule that cannot be evaluated there (it reads a field the first pass already reported) is skipped.
 Each problem names the field path, e.g. `spec.training.hyperparameters.learningRate`.
 """
 
@@ -97,15 +100,20 @@ def _program(rule: str) -> Any:
     return env.program(env.compile(rule))
 
 
-def _cel_problems(schema: dict[str, Any], value: Any, path: str) -> list[Problem]:
+def _cel_problems(schema: dict[str, Any], value: Any, path: str, *, partial: bool = False) -> list[Problem]:
+    """The CEL rules of `schema` over `value` and its children. `partial`: `value` did not pass the
+    schema, so a rule may read a missing or mistyped field; such a rule is skipped."""
     problems: list[Problem] = []
     for entry in schema.get(CEL_KEY, []):
         if "oldSelf" in entry["rule"]:
             continue  # transition rules need the stored object: only the API server can check them
         try:
             result = _program(entry["rule"]).evaluate({"self": json_to_cel(value)})
-        except CELEvalError as exc:  # pragma: no cover - a rule bug, not a user error
-            problems.append(Problem(path, f"rule {entry['rule']!r} failed to evaluate: {exc}"))
+            if isinstance(result, CELEvalError):
+                raise result
+        except (CELEvalError, TypeError, ValueError) as exc:
+            if not partial:  # pragma: no cover - a rule bug, not a user error
+                problems.append(Problem(path, f"rule {entry['rule']!r} failed to evaluate: {exc}"))
             continue
         if not bool(result):
             where = path + entry.get("fieldPath", "") if entry.get("fieldPath") else path
@@ -114,10 +122,10 @@ def _cel_problems(schema: dict[str, Any], value: Any, path: str) -> list[Problem
         for key, child in value.items():
             sub = schema.get("properties", {}).get(key)
             if sub is not None:
-                problems += _cel_problems(sub, child, _join(path, key))
+                problems += _cel_problems(sub, child, _join(path, key), partial=partial)
     elif isinstance(value, list) and "items" in schema:
         for index, child in enumerate(value):
-            problems += _cel_problems(schema["items"], child, _join(path, index))
+            problems += _cel_problems(schema["items"], child, _join(path, index), partial=partial)
     return problems
 
 
@@ -137,7 +145,11 @@ def validate_document(doc: Any) -> tuple[LegalModelRelease | None, list[Problem]
     try:
         release = LegalModelRelease.from_object(doc)
     except ValidationError as error:
-        return None, _pydantic_problems(error, doc)
+        raw = {key: value for key, value in doc.items() if key != "status"}
+        schema_problems = _pydantic_problems(error, doc)
+        reported = {p.path for p in schema_problems}
+        rule_problems = [p for p in _cel_problems(_schema(), raw, "", partial=True) if p.path not in reported]
+        return None, schema_problems + rule_problems
     # CEL sees what the API server sees: the object after defaulting.
     defaulted = {**doc, "spec": release.spec.to_wire()}
     defaulted.pop("status", None)

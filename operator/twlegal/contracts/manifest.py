@@ -45,9 +45,14 @@ class Manifest:
     model: str
     version: str
     files: dict[str, str]  # path relative to the weights' directory -> hex sha256 of its bytes
+    # The run that published them (contracts.storage.StorageOwner on the wire); absent in weights
+    # published before owners were recorded, whose text (and so checksum) stays as it was.
+    release: dict[str, Any] | None = None
 
     def to_text(self) -> str:
-        data = {"model": self.model, "version": self.version, "files": self.files}
+        data: dict[str, Any] = {"model": self.model, "version": self.version, "files": self.files}
+        if self.release is not None:
+            data["release"] = self.release
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @property
@@ -55,7 +60,14 @@ class Manifest:
         return checksum(self.to_text())
 
 
-def build(directory: Path, model: str, version: str, *, exclude: Collection[str] = ()) -> Manifest:
+def build(
+    directory: Path,
+    model: str,
+    version: str,
+    *,
+    exclude: Collection[str] = (),
+    release: dict[str, Any] | None = None,
+) -> Manifest:
     """Every file under `directory` with its sha256, except the manifest itself and files named in
     `exclude` (at any depth): files written beside the weights that are not part of them."""
     skip = {MANIFEST_FILE, *exclude}
@@ -64,12 +76,19 @@ def build(directory: Path, model: str, version: str, *, exclude: Collection[str]
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name not in skip
     }
-    return Manifest(model=model, version=version, files=files)
+    return Manifest(model=model, version=version, files=files, release=release)
 
 
-def write(directory: Path, model: str, version: str, *, exclude: Collection[str] = ()) -> str:
+def write(
+    directory: Path,
+    model: str,
+    version: str,
+    *,
+    exclude: Collection[str] = (),
+    release: dict[str, Any] | None = None,
+) -> str:
     """Write the manifest of `directory` into it; returns the manifest's checksum."""
-    manifest = build(directory, model, version, exclude=exclude)
+    manifest = build(directory, model, version, exclude=exclude, release=release)
     (directory / MANIFEST_FILE).write_text(manifest.to_text(), encoding="utf-8")
     return manifest.checksum
 
@@ -83,7 +102,10 @@ def _parse(data: Any) -> Manifest:
     model, version = data.get("model"), data.get("version")
     if not isinstance(model, str) or not isinstance(version, str):
         raise ValueError("no 'model' and 'version' strings")
-    return Manifest(model=model, version=version, files={str(k): v for k, v in files.items()})
+    release = data.get("release")
+    if release is not None and not isinstance(release, dict):
+        raise ValueError("'release' is not an object")
+    return Manifest(model=model, version=version, files={str(k): v for k, v in files.items()}, release=release)
 
 
 def read(directory: Path) -> Manifest:
@@ -98,10 +120,12 @@ def read(directory: Path) -> Manifest:
         raise ManifestError(f"{path} is not a readable manifest: {exc}") from exc
 
 
-def verify(directory: Path, version: str) -> Manifest:
-    """The manifest of `directory` when it names `version` and every file it lists is there with
-    its sha256; otherwise ManifestError naming the revision and the file. Files it does not list
-    (the result and the card beside the weights) are not checked."""
+def verify(directory: Path, version: str, checksum: str | None = None) -> Manifest:
+    """The manifest of `directory` when it names `version`, has `checksum` (when given: the one the
+    operator recorded when the weights were published, so another release's weights of the same
+    version are refused) and every file it lists is there with its sha256; otherwise ManifestError
+    naming the revision and the file. Files it does not list (the result and the card beside the
+    weights) are not checked."""
     if not directory.is_dir():
         raise ManifestError(f"revision {version}: model directory {directory} does not exist")
     try:
@@ -110,6 +134,11 @@ def verify(directory: Path, version: str) -> Manifest:
         raise ManifestError(f"revision {version}: {exc}") from exc
     if manifest.version != version:
         raise ManifestError(f"{directory} holds revision {manifest.version!r}, but {version!r} is pinned")
+    if checksum is not None and manifest.checksum != checksum:
+        raise ManifestError(
+            f"revision {version}: {directory} holds weights with manifest {manifest.checksum}, but {checksum} is "
+            "pinned (another publish replaced them)"
+        )
     for name, expected in manifest.files.items():
         path = directory / name
         if not path.is_file():

@@ -28,6 +28,9 @@ class ServingLaunch(ApiModel):
     tensor_parallel_size: int = Field(1, ge=1)
     port: int = Field(PORT, ge=1, le=65535)
     verify_manifest: bool = Field(True, description="Check the weights against the checksum manifest first.")
+    checksum: str | None = Field(
+        None, description="The manifest checksum the operator recorded at publish (status.artifact.checksum)."
+    )
     drain_seconds: int = Field(0, ge=0, description="On SIGTERM, let in-flight requests finish for up to this.")
     extra_args: list[str] = Field(default_factory=list)
     auth: Literal["apiKey", "none"] = Field("apiKey", description="apiKey: every route but health needs the key.")
@@ -46,6 +49,8 @@ class ServingLaunch(ApiModel):
         ]
         if not self.verify_manifest:
             argv.append("--no-verify-manifest")
+        if self.checksum:
+            argv += ["--checksum", self.checksum]
         if self.drain_seconds:
             argv += ["--drain-seconds", str(self.drain_seconds)]
         if self.auth == "none":
@@ -68,6 +73,7 @@ class ServingLaunch(ApiModel):
         parser.add_argument("--tensor-parallel-size", type=int, default=1)
         parser.add_argument("--port", type=int, default=PORT)
         parser.add_argument("--no-verify-manifest", action="store_true")
+        parser.add_argument("--checksum")
         parser.add_argument("--drain-seconds", type=int, default=0)
         parser.add_argument("--auth", choices=("apiKey", "none"), default="apiKey")
         ns = parser.parse_args(argv)
@@ -79,6 +85,7 @@ class ServingLaunch(ApiModel):
             tensor_parallel_size=ns.tensor_parallel_size,
             port=ns.port,
             verify_manifest=not ns.no_verify_manifest,
+            checksum=ns.checksum,
             drain_seconds=ns.drain_seconds,
             extra_args=extra,
             auth=ns.auth,

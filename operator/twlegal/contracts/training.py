@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field
 from ..api.common import ApiModel
 from ..api.spec import DatasetFormat, DeepSpeed, Hyperparameters, LegalModelReleaseSpec, LossGuard
 from ..api.status import InputsStatus
+from .storage import StorageOwner
 from .termination import TERMINATION_MESSAGE_LIMIT
 
 CONFIG_FILE = "training.json"
@@ -25,6 +26,8 @@ class ExitCode(IntEnum):
     FAILED = 1  # an exception: a code or data error, retrying will not help
     INVALID_CONFIG = 2
     DIVERGED = 3  # loss became non-finite or blew up: nothing is published
+    STORAGE_FULL = 4  # no space left while saving: the newest complete checkpoint stays usable
+    STORAGE_CONFLICT = 5  # the checkpoint or weights directory belongs to another release
     INTERRUPTED = 75  # SIGTERM (preemption): a checkpoint was saved, the retry resumes from it
 
 
@@ -37,6 +40,8 @@ _OUTCOME_EXIT = {
     "Diverged": ExitCode.DIVERGED,
     "Interrupted": ExitCode.INTERRUPTED,
     "Failed": ExitCode.FAILED,
+    "StorageFull": ExitCode.STORAGE_FULL,
+    "StorageConflict": ExitCode.STORAGE_CONFLICT,
 }
 
 
@@ -45,6 +50,12 @@ class ReleaseIdentity(ApiModel):
     name: str = Field(description="Name of the release.")
     model: str = Field(description="spec.model")
     version: str = Field(description="spec.version")
+    uid: str | None = Field(None, description="metadata.uid (recorded with what the run writes).")
+    inputs: str = Field("", description="contracts.storage.inputs_digest of the spec.")
+
+    def owner(self) -> StorageOwner:
+        """The owner the run records on its directories and checks on what it finds there."""
+        return StorageOwner(namespace=self.namespace, name=self.name, uid=self.uid, inputs=self.inputs)
 
 
 class ModelSource(ApiModel):
@@ -96,7 +107,7 @@ class TrainingResult(ApiModel):
 
     model_config = ConfigDict(strict=False)
 
-    outcome: Literal["Succeeded", "Diverged", "Failed", "Interrupted"]
+    outcome: Literal["Succeeded", "Diverged", "Failed", "Interrupted", "StorageFull", "StorageConflict"]
     message: str = ""
     final_loss: float | None = None
     global_step: int | None = None

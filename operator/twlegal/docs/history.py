@@ -86,7 +86,7 @@ def row(release: LegalModelRelease) -> Row:
             else None
         )
         or (status.get("training") or {}).get("completionTime")
-        or (release.metadata.model_extra or {}).get("creationTimestamp")
+        or release.metadata.creation_timestamp
     )
     card = release.spec.card
     return Row(

@@ -10,124 +10,29 @@ again with the same inputs gives the same answer, so a restart or a missed event
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..api import reasons as R
 from ..api.release import LegalModelRelease
-from ..api.status import SECTIONS, TERMINAL_PHASES, WARNING_PHASES, Phase
+from ..api.status import TERMINAL_PHASES, Phase
 from ..contracts.evaluation import EvaluationResult
 from ..contracts.training import TrainingResult
 from ..render import evaluation as render_evaluation
 from ..render import names, pod
 from ..render import serving as render_serving
+from ..render import storage as render_storage
 from ..render import training as render_training
 from ..render.settings import OperatorSettings
-from . import children, consistency
+from . import children, consistency, retention, storage
 from . import conditions as cond
 from .conditions import DEPLOYED, EVALUATED, INPUTS_PINNED, READY, TRAINED
+from .plan import Decision, Event, Observed, Peer, Plan, ServingView
 
 PREVIOUS_RELEASE_ANNOTATION = f"{names.ANNOTATION_PREFIX}/previous-release"
 
 
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.lstrip("v").split("."))
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Another release of the same serving target (or this one), as far as serving is concerned."""
-
-    name: str
-    version: str
-    phase: str | None
-    passed: bool
-    created: str = ""
-
-    @classmethod
-    def of(cls, release: LegalModelRelease) -> Peer:
-        status = release.status.to_wire() if release.status else {}
-        conds = status.get("conditions") or []
-        passed = cond.is_true(conds, TRAINED) and cond.is_true(conds, EVALUATED)
-        return cls(
-            release.name,
-            release.spec.version,
-            status.get("phase"),
-            passed,
-            str((release.metadata.model_extra or {}).get("creationTimestamp", "")),
-        )
-
-
-@dataclass(frozen=True)
-class ServingView:
-    deployment: dict[str, Any] | None
-    peers: tuple[Peer, ...]
-    previous: LegalModelRelease | None = None  # the release the Deployment names as previous
-    key_version: str | None = None  # resourceVersion of the target's key Secret; None: absent
-
-
-@dataclass(frozen=True)
-class Observed:
-    training_job: dict[str, Any] | None = None
-    training_pods: tuple[dict[str, Any], ...] = ()
-    evaluation_job: dict[str, Any] | None = None
-    evaluation_pods: tuple[dict[str, Any], ...] = ()
-    serving: ServingView | None = None  # None: not looked at yet
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class Decision:
-    status: dict[str, Any]
-    previous: dict[str, Any] = field(default_factory=dict)  # the status decided from
-    create: list[dict[str, Any]] = field(default_factory=list)  # create if absent (Jobs are immutable)
-    apply: list[dict[str, Any]] = field(default_factory=list)  # server-side apply
-    events: list[Event] = field(default_factory=list)
-    needs_serving: bool = False  # observe the serving target, then decide again
-    # A key Secret to generate (random, in the shell: never through decide() or status), then decide again.
-    generate_key: render_serving.KeyRef | None = None
-
-
-class _Plan:
-    """The decision being built: a copy of status plus what to do."""
-
-    def __init__(self, release: LegalModelRelease, now: str):
-        self.release = release
-        self.now = now
-        self.old = release.status.to_wire() if release.status else {}
-        self.status = dict(self.old.items())
-        self.status["observedGeneration"] = release.metadata.generation
-        self.status.setdefault("conditions", [])
-        self.decision = Decision(self.status, previous=self.old)
-
-    def condition(self, type_: str, status: str, reason: str, message: str = "") -> None:
-        self.status["conditions"] = cond.set_condition(
-            self.status["conditions"],
-            type_,
-            status,
-            reason,
-            message,
-            generation=self.release.metadata.generation,
-            now=self.now,
-        )
-
-    def section(self, key: str, **values: Any) -> None:
-        """Merge `values` (camelCase, as on the wire) into a status section, through its model."""
-        merged = {**(self.status.get(key) or {}), **{k: v for k, v in values.items() if v is not None}}
-        self.status[key] = SECTIONS[key].written(merged)
-
-    def phase(self, phase: Phase, reason: str, message: str) -> Decision:
-        self.status["phase"] = phase.value
-        if self.old.get("phase") != phase:
-            kind = "Warning" if phase in WARNING_PHASES else "Normal"
-            self.decision.events.append(Event(kind, reason, message))
-        return self.decision
 
 
 def settled_stages(release: LegalModelRelease) -> tuple[bool, bool]:
@@ -143,8 +48,12 @@ def settled_stages(release: LegalModelRelease) -> tuple[bool, bool]:
 
 
 def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSettings, now: str) -> Decision:
-    plan = _Plan(release, now)
+    plan = Plan(release, now)
+    if storage.is_deleting(release):
+        return retention.reclaim(plan, observed, settings)
+    retention.finalizer(plan)
     _inputs(plan)
+    retention.retention(plan, observed, settings)
     if plan.old.get("phase") in TERMINAL_PHASES:
         return plan.decision  # a failed, rejected or rolled-back release stays so; nothing more to do
     done = _training(plan, observed, settings)
@@ -166,7 +75,7 @@ def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSet
 # --- inputs -----------------------------------------------------------------------------------
 
 
-def _inputs(plan: _Plan) -> None:
+def _inputs(plan: Plan) -> None:
     """InputsPinned: whether every input names exactly what it trains on. Unpinned data is allowed
     (many hub datasets have no tags) but said loudly, once as an event and for good in status."""
     findings = consistency.unpinned_datasets(plan.release.spec)
@@ -182,13 +91,20 @@ def _inputs(plan: _Plan) -> None:
 # --- training ---------------------------------------------------------------------------------
 
 
-def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> Decision | None:
+def _training(plan: Plan, observed: Observed, settings: OperatorSettings) -> Decision | None:
     release = plan.release
     job_name = names.training_job_name(release)
     job = observed.training_job
     if job is None:
         if cond.is_true(plan.status["conditions"], TRAINED):
             return None  # trained earlier; the Job was cleaned up since
+        if observed.storage_peers is None:
+            plan.decision.needs_storage_peers = True
+            return plan.decision
+        problem = storage.placement_problem(release, settings, observed.storage_peers)
+        if problem is not None:
+            return _storage_refused(plan, problem)
+        plan.section("storage", **render_storage.placement(release, settings).status())
         plan.decision.create += render_training.render(release, settings)
         plan.section("training", job=job_name)
         plan.condition(TRAINED, "Unknown", R.JOB_CREATED, f"training Job {job_name} created")
@@ -226,11 +142,11 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
         # The trainer's own words (its result, or the log tail the kubelet kept) say most.
         detail = result.message if result else (raw or "").strip()[-2000:]
         message = "; ".join(part for part in (state.message, detail) if part) or state.reason
-        plan.condition(TRAINED, "False", state.reason or R.JOB_FAILED, message)
+        reason = _STORAGE_OUTCOMES.get(result.outcome if result else "") or state.reason or R.JOB_FAILED
+        plan.condition(TRAINED, "False", reason, message)
         plan.condition(READY, "False", R.FAILED, f"training failed (checkpoints are kept): {message}")
-        return plan.phase(
-            Phase.FAILED, f"Training{state.reason or 'Failed'}", f"training Job {job_name} failed: {message}"
-        )
+        event_reason = reason if reason in _STORAGE_OUTCOMES.values() else f"Training{state.reason or 'Failed'}"
+        return plan.phase(Phase.FAILED, event_reason, f"training Job {job_name} failed: {message}")
 
     # succeeded
     plan.condition(TRAINED, "True", R.TRAINED_OK, _trained_message(result))
@@ -249,7 +165,23 @@ def _training(plan: _Plan, observed: Observed, settings: OperatorSettings) -> De
     return None
 
 
-def _record_training_result(plan: _Plan, result: TrainingResult) -> None:
+# Trainer outcomes that are about the volume, not the code: their reason says so.
+_STORAGE_OUTCOMES = {"StorageFull": R.STORAGE_FULL, "StorageConflict": R.STORAGE_CONFLICT}
+
+
+def _storage_refused(plan: Plan, problem: storage.Finding) -> Decision:
+    """Nothing is created while the placement is unusable; an edit of spec.storage (or the operator's
+    default claim) lets the release start."""
+    trained = cond.get(plan.old.get("conditions") or [], TRAINED)
+    if trained is None or trained.get("message") != problem.message:
+        plan.decision.events.append(Event("Warning", problem.reason, problem.message))
+    plan.condition(TRAINED, "False", problem.reason, problem.message)
+    plan.condition(READY, "False", problem.reason, f"not started: {problem.message}")
+    plan.status["phase"] = Phase.PENDING.value  # the Warning above is its event
+    return plan.decision
+
+
+def _record_training_result(plan: Plan, result: TrainingResult) -> None:
     for key, values in result.status_sections().items():
         plan.section(key, **values)
 
@@ -267,7 +199,7 @@ def _trained_message(result: TrainingResult | None) -> str:
 # --- evaluation -------------------------------------------------------------------------------
 
 
-def _evaluation(plan: _Plan, observed: Observed, settings: OperatorSettings) -> Decision | None:
+def _evaluation(plan: Plan, observed: Observed, settings: OperatorSettings) -> Decision | None:
     release = plan.release
     spec = release.spec.evaluation
     if spec is None:
@@ -299,7 +231,7 @@ def _evaluation(plan: _Plan, observed: Observed, settings: OperatorSettings) -> 
     return _gate(plan, result.score)
 
 
-def _gate(plan: _Plan, score: float) -> Decision | None:
+def _gate(plan: Plan, score: float) -> Decision | None:
     spec = plan.release.spec.evaluation
     assert spec is not None
     passed = score >= spec.min_score
@@ -316,7 +248,7 @@ def _gate(plan: _Plan, score: float) -> Decision | None:
 # --- serving ----------------------------------------------------------------------------------
 
 
-def _serving(plan: _Plan, view: ServingView, settings: OperatorSettings) -> Decision:
+def _serving(plan: Plan, view: ServingView, settings: OperatorSettings) -> Decision:
     release = plan.release
     target = names.serving_target(release)
     me = Peer(release.name, release.spec.version, plan.status.get("phase"), True)
@@ -423,7 +355,7 @@ def _serving_objects(
 
 
 def _roll_back(
-    plan: _Plan, previous: LegalModelRelease | None, why: str, settings: OperatorSettings, key_version: str | None
+    plan: Plan, previous: LegalModelRelease | None, why: str, settings: OperatorSettings, key_version: str | None
 ) -> Decision:
     release = plan.release
     target = names.serving_target(release)

@@ -8,9 +8,8 @@ from ..api.release import LegalModelRelease
 from ..contracts.evaluation import CONFIG_FILE, RESULT_FILE, EvaluationConfig
 from ..contracts.termination import DEFAULT_TERMINATION_LOG
 from ..contracts.training import ModelSource
-from . import names, pod
+from . import names, pod, storage
 from .settings import OperatorSettings
-from .training import identity
 
 CONTAINER = "evaluator"
 
@@ -19,9 +18,9 @@ def evaluation_config(release: LegalModelRelease, settings: OperatorSettings) ->
     if release.spec.evaluation is None:
         raise ValueError(f"release {release.name} has no spec.evaluation")
     bench = release.spec.evaluation.benchmark
-    artifact = pod.volume_path(settings, names.artifact_subpath(release))
+    artifact = storage.artifact_dir(release, settings)
     return EvaluationConfig(
-        release=identity(release),
+        release=storage.identity(release),
         model_path=artifact,
         benchmark=ModelSource(
             name=bench.name, revision=bench.revision, path=pod.volume_path(settings, bench.path) if bench.path else None
@@ -81,7 +80,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
                     "containers": [container],
                     "volumes": [
                         {"name": pod.CONFIG_VOLUME, "configMap": {"name": names.evaluation_job_name(release)}},
-                        pod.storage_volume(release),
+                        storage.storage_volume(release, settings),
                     ],
                     **pod.placement(placement_spec),
                 },

@@ -65,20 +65,3 @@ def previous_key(key: str) -> str:
 def serving_selector(target: str) -> dict[str, str]:
     """The Deployment's selector: stable across the releases that share a target."""
     return {TARGET_LABEL: target, COMPONENT_LABEL: "serving"}
-
-
-def storage_path(template: str, release: LegalModelRelease) -> str:
-    return (
-        template.replace("{model}", release.spec.model)
-        .replace("{version}", release.spec.version)
-        .replace("{namespace}", release.namespace)
-        .replace("{name}", release.name)
-    )
-
-
-def artifact_subpath(release: LegalModelRelease) -> str:
-    return storage_path(release.spec.storage.artifact_path, release)
-
-
-def checkpoint_subpath(release: LegalModelRelease) -> str:
-    return storage_path(release.spec.storage.checkpoint_path, release)

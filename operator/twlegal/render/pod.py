@@ -60,8 +60,8 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def storage_volume(release: LegalModelRelease, *, read_only: bool = False) -> dict[str, Any]:
-    claim: dict[str, Any] = {"claimName": release.spec.storage.pvc.claim_name}
+def claim_volume(claim_name: str, *, read_only: bool = False) -> dict[str, Any]:
+    claim: dict[str, Any] = {"claimName": claim_name}
     if read_only:
         claim["readOnly"] = True
     return {"name": STORAGE_VOLUME, "persistentVolumeClaim": claim}

@@ -8,7 +8,7 @@ from typing import Any
 from ..api.release import LegalModelRelease
 from ..api.spec import AllowFrom
 from ..contracts.serving import API_KEY_ENV, PORT, PREVIOUS_API_KEY_ENV, ServingLaunch
-from . import names, pod
+from . import names, pod, storage
 from .settings import OperatorSettings
 
 CONTAINER = "vllm"
@@ -64,8 +64,10 @@ def launch(release: LegalModelRelease, settings: OperatorSettings) -> ServingLau
     serving = release.spec.serving
     alias = names.served_model_name(release)
     return ServingLaunch(
-        model=pod.volume_path(settings, names.artifact_subpath(release)),
+        model=storage.artifact_dir(release, settings),
         revision=release.spec.version,
+        # The weights this release published, not just any of its version: the launcher refuses others.
+        checksum=release.status.artifact.checksum if release.status and release.status.artifact else None,
         served_model_names=[alias, f"{alias}:{release.spec.version}"],
         max_model_len=serving.max_model_len,
         tensor_parallel_size=max(serving.gpus, 1),
@@ -174,7 +176,7 @@ def deployment(
                     "securityContext": pod.pod_security_context(settings),
                     "containers": [_container(release, settings)],
                     "volumes": [
-                        pod.storage_volume(release, read_only=True),
+                        storage.storage_volume(release, settings, read_only=True),
                         pod.shm_volume("2Gi"),
                     ],
                     **pod.placement(serving.resources),

@@ -21,6 +21,8 @@ class OperatorSettings(BaseModel):
     server_image: str = Field(f"ghcr.io/twlegal/server:{__version__}", description="Default vLLM server image.")
     image_pull_policy: str = "IfNotPresent"
     storage_mount_path: str = "/mnt/twlegal"
+    # The PersistentVolumeClaim of releases that name none (the chart's storage.defaultClaim).
+    default_storage_claim: str | None = Field(None, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     config_mount_path: str = "/etc/twlegal"
     hub_cache_subpath: str = ".cache/huggingface"
     run_as_user: int = 1000

@@ -14,19 +14,12 @@ from ..contracts.training import (
     DatasetSource,
     ExitCode,
     ModelSource,
-    ReleaseIdentity,
     TrainingConfig,
 )
-from . import names, pod
+from . import names, pod, storage
 from .settings import OperatorSettings
 
 CONTAINER = "trainer"
-
-
-def identity(release: LegalModelRelease) -> ReleaseIdentity:
-    return ReleaseIdentity(
-        namespace=release.namespace, name=release.name, model=release.spec.model, version=release.spec.version
-    )
 
 
 def training_config(release: LegalModelRelease, settings: OperatorSettings) -> TrainingConfig:
@@ -38,7 +31,7 @@ def training_config(release: LegalModelRelease, settings: OperatorSettings) -> T
         return pod.volume_path(settings, path) if path else None
 
     return TrainingConfig(
-        release=identity(release),
+        release=storage.identity(release),
         base_model=ModelSource(
             name=spec.base_model.name, revision=spec.base_model.revision, path=on_volume(spec.base_model.path)
         ),
@@ -62,9 +55,9 @@ def training_config(release: LegalModelRelease, settings: OperatorSettings) -> T
         loss_guard=spec.evaluation.loss_guard if spec.evaluation else LossGuard(),
         processes=gpus or settings.cpu_processes,
         use_cpu=gpus == 0,
-        checkpoint_dir=pod.volume_path(settings, names.checkpoint_subpath(release)),
+        checkpoint_dir=storage.checkpoint_dir(release, settings),
         checkpoint_every_steps=training.checkpoint_every_steps,
-        output_dir=pod.volume_path(settings, names.artifact_subpath(release)),
+        output_dir=storage.artifact_dir(release, settings),
         hub_offline=spec.hub.offline,
         spec=spec,
     )
@@ -138,7 +131,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
         "containers": [container],
         "volumes": [
             {"name": pod.CONFIG_VOLUME, "configMap": {"name": cm["metadata"]["name"]}},
-            pod.storage_volume(release),
+            storage.storage_volume(release, settings),
             pod.shm_volume(res.shared_memory),
         ],
         **pod.placement(res),
