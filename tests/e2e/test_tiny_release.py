@@ -64,11 +64,21 @@ def deployment_revision(e2e: steps.E2ECluster) -> str:
     return deployment["spec"]["template"]["metadata"]["annotations"]["twlegal.io/revision"]
 
 
+def placement(e2e: steps.E2ECluster, name: str) -> dict:
+    """The release's directories (relative to the volume), once its training Job exists."""
+    return wait_for(f"{name}'s placement", lambda: status(e2e, name).get("storage"), timeout=120, interval=1)
+
+
+def on_volume(e2e: steps.E2ECluster, path: str) -> bool:
+    return steps.in_loader(e2e, "test", "-e", f"{steps.MOUNT}/{path}", check=False).returncode == 0
+
+
 def test_a_tiny_release_trains_resumes_after_its_pod_is_deleted_and_serves(e2e):
     release = LegalModelRelease.from_object(FIRST)
     started = time.monotonic()
     e2e.cluster.kubectl("apply", "-f", str(TINY_RELEASE))
-    checkpoints = f"{steps.MOUNT}/{names.checkpoint_subpath(release)}"
+    where = placement(e2e, release.name)
+    checkpoints = f"{steps.MOUNT}/{where['checkpointPath']}"
 
     def first_checkpoint():
         listing = steps.in_loader(e2e, "sh", "-c", f"ls {checkpoints}/*/twlegal-complete.json", check=False)
@@ -80,7 +90,7 @@ def test_a_tiny_release_trains_resumes_after_its_pod_is_deleted_and_serves(e2e):
 
     current = wait_phase(e2e, release.name, {"Serving"})
     e2e.timings["first_release_to_serving_seconds"] = round(time.monotonic() - started, 1)
-    result = steps.read_volume_json(e2e, f"{names.artifact_subpath(release)}/twlegal-result.json")
+    result = steps.read_volume_json(e2e, f"{where['artifactPath']}/twlegal-result.json")
     assert result, "the trainer wrote no result beside the weights"
     assert result["outcome"] == "Succeeded"
     assert result["resumedFromStep"] and result["resumedFromStep"] > 0, "the retry started from scratch"
@@ -88,6 +98,10 @@ def test_a_tiny_release_trains_resumes_after_its_pod_is_deleted_and_serves(e2e):
     assert current["training"]["attempts"] >= 2
     assert current["evaluation"]["passed"] is True
     assert deployment_revision(e2e) == "v0.1.0"
+    # Retention: once trained, no checkpoint is kept (the weights are published).
+    wait_for("retention", lambda: status(e2e, release.name).get("storage", {}).get("checkpointsPruned"), timeout=120)
+    listing = steps.in_loader(e2e, "sh", "-c", f"ls -d {checkpoints}/checkpoint-* 2>/dev/null", check=False)
+    assert not listing.stdout.strip(), listing.stdout
 
     base_url = steps.service_url(e2e, current["serving"]["service"])
     # Closed by default: the tiny release names no key, so the operator generated one for the target.
@@ -197,6 +211,34 @@ def test_a_rotated_key_rolls_the_serving_pods_with_zero_failed_requests(e2e):
     assert new_key not in objects and old_key not in objects and new_key not in operator_log
 
 
+def test_deleting_the_superseded_release_frees_its_directories_with_zero_failed_requests(e2e):
+    """reclaimPolicy Delete (the tiny release sets it): deleting the release that served before
+    removes its checkpoints and weights, while the target keeps answering from the newer one."""
+    name = FIRST["metadata"]["name"]
+    where = status(e2e, name)["storage"]
+    assert on_volume(e2e, where["artifactPath"]), "the first release's weights are on the volume"
+    second = status(e2e, SECOND["metadata"]["name"])
+    base_url = steps.service_url(e2e, second["serving"]["service"])
+    with steps.ClientLoop(e2e, base_url, MODEL) as loop:
+        time.sleep(3)
+        e2e.cluster.kubectl("delete", "lmr", name, "-n", steps.NAMESPACE, "--wait=false")
+        wait_for(
+            f"{name} to be gone",
+            lambda: e2e.cluster.kubectl("get", "lmr", name, "-n", steps.NAMESPACE, check=False).returncode != 0,
+            timeout=180,
+            interval=1,
+        )
+        time.sleep(3)
+        records = loop.stop()
+    failed = [r for r in records if not r["ok"]]
+    print(f"\ndeleting {name}: {len(records)} requests, {len(failed)} failed")
+    assert not failed, f"{len(failed)} of {len(records)} requests failed while {name} was deleted: {failed[:3]}"
+    assert len(records) >= 10
+    assert not on_volume(e2e, where["artifactPath"]) and not on_volume(e2e, where["checkpointPath"])
+    assert on_volume(e2e, status(e2e, SECOND["metadata"]["name"])["storage"]["artifactPath"])
+    assert deployment_revision(e2e) == "v0.2.0"
+
+
 def test_a_release_below_its_threshold_is_rejected_and_serving_stays(e2e):
     e2e.cluster.apply(REJECTED)
     current = wait_phase(e2e, REJECTED["metadata"]["name"], {"Rejected"})
@@ -214,13 +256,12 @@ def test_helm_uninstall_keeps_the_releases_their_crd_and_their_data(e2e):
     e2e.cluster.kubectl("get", "crd", "legalmodelreleases.twlegal.io")
     releases = e2e.cluster.get_json("legalmodelreleases", "-n", steps.NAMESPACE)["items"]
     assert {r["metadata"]["name"] for r in releases} >= {
-        FIRST["metadata"]["name"],
         SECOND["metadata"]["name"],
         REJECTED["metadata"]["name"],
     }
     e2e.cluster.kubectl("get", "pvc", "-n", steps.NAMESPACE, steps.CLAIM)
     weights = steps.in_loader(
-        e2e, "ls", f"{steps.MOUNT}/{names.artifact_subpath(LegalModelRelease.from_object(SECOND))}"
+        e2e, "ls", f"{steps.MOUNT}/{status(e2e, SECOND['metadata']['name'])['storage']['artifactPath']}"
     )
     assert "twlegal-manifest.json" in weights.stdout
     # The operator is gone: no pod of the chart is left.

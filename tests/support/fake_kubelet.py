@@ -4,23 +4,32 @@ It registers a Node with GPU capacity, keeps its heartbeat, and moves the pods t
 binds to it through their lifecycle by writing pod status, as a kubelet would. What each pod does
 is chosen per release (`behave`): a training pod succeeds with a trainer result in its termination
 message, fails with a code error, or diverges; an evaluation pod reports a score; a serving pod
-becomes ready or never does. Everything else (Jobs, Deployments, ReplicaSets, garbage collection,
-scheduling) is the real Kubernetes controllers' work.
+becomes ready or never does. A storage pod (retention, reclaim) runs the trainer image's real
+`twlegal-train storage` command on the hostPath behind its claim, as a kubelet would mount it.
+Everything else (Jobs, Deployments, ReplicaSets, garbage collection, scheduling) is the real
+Kubernetes controllers' work.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from twlegal.contracts import EvaluationResult, TrainingResult
+from twlegal.contracts.storage import StorageTask
+from twlegal.contracts.termination import TERMINATION_LOG_ENV
 from twlegal.contracts.training import ExitCode
 
 NODE = "twlegal-fake-gpu-0"
@@ -38,6 +47,7 @@ class Behaviour:
     score: float = 55.0
     serving: str = "ready"  # ready | never-ready | hold (not ready until changed to ready)
     run_seconds: float = 0.5
+    checksum: str = "sha256:" + "ab" * 32  # of the weights' manifest, as the trainer reports it
 
 
 @dataclass
@@ -187,6 +197,10 @@ class FakeKubelet:
                 self._write(core, pod, "Running", container, ready=True, state=running)
                 self._done.add(meta.uid)
             return
+        if component == "storage":
+            code, message = self._run_storage(core, pod)
+            self._finish(core, pod, container, code, message)
+            return
         if component not in ("training", "evaluation"):
             return
         if time.monotonic() - self._started[meta.uid] < behaviour.run_seconds:
@@ -204,6 +218,11 @@ class FakeKubelet:
                     benchmark="fixture", score=behaviour.score, correct=int(behaviour.score), total=100
                 ).termination_message(),
             )
+        self._finish(core, pod, container, code, message)
+        if self.on_finish:
+            self.on_finish(labels.get("twlegal.io/release", ""), component, time.monotonic())
+
+    def _finish(self, core: client.CoreV1Api, pod: Any, container: str, code: int, message: str) -> None:
         state = {
             "terminated": {
                 "exitCode": code,
@@ -214,9 +233,39 @@ class FakeKubelet:
             }
         }
         self._write(core, pod, "Succeeded" if code == 0 else "Failed", container, ready=False, state=state)
-        self._done.add(meta.uid)
-        if self.on_finish:
-            self.on_finish(labels.get("twlegal.io/release", ""), component, time.monotonic())
+        self._done.add(pod.metadata.uid)
+
+    @staticmethod
+    def _host_path(core: client.CoreV1Api, pod: Any) -> str:
+        """The hostPath of the PersistentVolume bound to the pod's claim (what a kubelet mounts)."""
+        claim = next(v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim)
+        pvc = core.read_namespaced_persistent_volume_claim(claim, pod.metadata.namespace)
+        return core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path
+
+    def _run_storage(self, core: client.CoreV1Api, pod: Any) -> tuple[int, str]:
+        """The storage Job's real command, its volume paths moved onto the hostPath."""
+        spec = pod.spec.containers[0]
+        mount = spec.volume_mounts[0].mount_path
+        host = self._host_path(core, pod)
+        task = StorageTask.model_validate_json(spec.args[spec.args.index("--task") + 1])
+        moved = task.model_copy(
+            update={
+                "checkpoint_dir": task.checkpoint_dir.replace(mount, host, 1),
+                "artifact_dir": task.artifact_dir.replace(mount, host, 1) if task.artifact_dir else None,
+            }
+        )
+        with tempfile.TemporaryDirectory() as work:
+            log = str(Path(work) / "termination-log")
+            proc = subprocess.run(
+                [sys.executable, "-m", "twlegal_trainer.cli", "storage", "--task", moved.to_arg()],
+                env={**os.environ, TERMINATION_LOG_ENV: log},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            written = Path(log)
+            message = written.read_text(encoding="utf-8") if written.exists() else proc.stderr[-2000:]
+        return proc.returncode, message.replace(host, mount)
 
     @staticmethod
     def _training_outcome(behaviour: Behaviour, labels: dict[str, str]) -> tuple[int, str]:
@@ -240,7 +289,7 @@ class FakeKubelet:
             total_flos=1.5e12,
             checkpoint=f"/mnt/twlegal/checkpoints/{release}/checkpoint-40",
             artifact_path=f"/mnt/twlegal/releases/{release}",
-            checksum="sha256:" + "ab" * 32,
+            checksum=behaviour.checksum,
         )
         return 0, result.termination_message()
 

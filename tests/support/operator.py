@@ -27,6 +27,9 @@ SERVICE_ACCOUNT_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 NO_IN_CLUSTER_OPERATOR = ("--set-string", "nodeSelector.twlegal\\.io/no-such-node=true")
 
 
+DEFAULT_CLAIM = "twlegal-models"
+
+
 def helm_install(cluster: Cluster) -> None:
     """`helm install` of charts/twlegal (the CRD comes from crds/, installed by the tests)."""
     subprocess.run(
@@ -41,6 +44,9 @@ def helm_install(cluster: Cluster) -> None:
             "--create-namespace",
             "--set",
             "crds.enabled=false",
+            # Each test namespace has a claim of this name: releases that name none use it.
+            "--set",
+            f"storage.defaultClaim={DEFAULT_CLAIM}",
             *NO_IN_CLUSTER_OPERATOR,
             "--kubeconfig",
             str(cluster.kubeconfig),
@@ -85,6 +91,7 @@ class OperatorProcess:
             "TWLEGAL_RESYNC_SECONDS": "5",
             "TWLEGAL_TRAINER_IMAGE": "twlegal/trainer:test",
             "TWLEGAL_SERVER_IMAGE": "twlegal/server:test",
+            "TWLEGAL_DEFAULT_STORAGE_CLAIM": DEFAULT_CLAIM,
         }
         return cls(cluster, workdir, kubeconfig, env)
 

@@ -87,6 +87,30 @@ def test_a_wrong_or_missing_revision_is_refused_naming_it(tmp_path, capsys):
     assert "refusing to start: revision v0.1.0:" in capsys.readouterr().err
 
 
+def test_another_release_s_weights_of_the_same_version_are_refused_by_their_checksum(tmp_path, capsys):
+    # Two releases of one model and version: the operator pins the checksum the first one published.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.safetensors").write_bytes(b"mine")
+    pinned = write(mine, "m", "v0.1.0", release={"namespace": "ns", "name": "a", "inputs": "1"})
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "model.safetensors").write_bytes(b"theirs")
+    write(theirs, "m", "v0.1.0", release={"namespace": "ns", "name": "b", "inputs": "2"})
+    assert verify(mine, "v0.1.0", pinned).release == {"namespace": "ns", "name": "a", "inputs": "1"}
+    with pytest.raises(ManifestError, match=f"but {pinned} is pinned"):
+        verify(theirs, "v0.1.0", pinned)
+    argv = ["--model", str(theirs), "--revision", "v0.1.0", "--checksum", pinned]
+    assert main([*argv, "--served-model-name", "m", "--max-model-len", "64"]) == EXIT_REFUSED
+    assert f"but {pinned} is pinned" in capsys.readouterr().err
+    # Without an owner the manifest's text (and checksum) is what it was before owners were recorded.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "w").write_bytes(b"w")
+    write(legacy, "m", "v0.1.0")
+    assert '"release"' not in (legacy / MANIFEST_FILE).read_text()
+
+
 LAUNCH = ["--served-model-name", "m", "--max-model-len", "64", "--no-verify-manifest"]
 
 
