@@ -99,12 +99,77 @@ def test_namespaced_mode_grants_a_role_and_nothing_cluster_wide():
     assert pvc["spec"]["storageClassName"] == "fast"
 
 
-def image_policy(objects: list[dict]) -> tuple[dict, dict] | None:
-    by_kind = {o["kind"]: o for o in objects}
+def admission_policy(objects: list[dict], suffix: str) -> tuple[dict, dict] | None:
+    """The chart's ValidatingAdmissionPolicy whose name ends in `suffix`, and its binding."""
+    by_kind = {o["kind"]: o for o in objects if o["metadata"]["name"].endswith(suffix)}
     if "ValidatingAdmissionPolicy" not in by_kind:
         assert "ValidatingAdmissionPolicyBinding" not in by_kind
         return None
     return by_kind["ValidatingAdmissionPolicy"], by_kind["ValidatingAdmissionPolicyBinding"]
+
+
+def image_policy(objects: list[dict]) -> tuple[dict, dict] | None:
+    return admission_policy(objects, "-images")
+
+
+def operator_env(objects: list[dict]) -> dict[str, str]:
+    deploy = next(o for o in objects if o["kind"] == "Deployment")
+    return {e["name"]: e.get("value", "") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_without_a_default_claim_a_policy_requires_one_and_with_one_the_operator_gets_it():
+    policy, binding = admission_policy(render(), "-storage")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    (validation,) = policy["spec"]["validations"]
+    assert "spec.storage.pvc.claimName is required" in validation["message"]
+    assert "TWLEGAL_DEFAULT_STORAGE_CLAIM" not in operator_env(render())
+    for values, claim in (
+        (["--set", "storage.defaultClaim=team-models"], "team-models"),
+        (["--set", "storage.create=true"], "twlegal-models"),  # the PVC the chart creates
+    ):
+        objects = render(*values)
+        assert admission_policy(objects, "-storage") is None
+        assert operator_env(objects)["TWLEGAL_DEFAULT_STORAGE_CLAIM"] == claim
+    assert admission_policy(render("--set", "storage.requireClaim=false"), "-storage") is None
+
+
+def test_a_release_without_a_claim_is_refused_at_apply_naming_the_field(cluster: Cluster, crd):
+    ns = "storage-policy"
+    kubeconfig = ["--kubeconfig", str(cluster.kubeconfig)]
+    cluster.kubectl("create", "namespace", ns)
+    helm(
+        "install",
+        "twlegal-storage",
+        str(CHART),
+        "--namespace",
+        ns,
+        "--set",
+        "crds.enabled=false",
+        *NO_IN_CLUSTER_OPERATOR,
+        *kubeconfig,
+    )
+    try:
+        named = copy.deepcopy(load_example())
+        named["metadata"] = {"name": "named", "namespace": ns}
+        unnamed = copy.deepcopy(named)
+        unnamed["metadata"]["name"] = "unnamed"
+        del unnamed["spec"]["storage"]["pvc"]
+        wait_for(
+            "the storage policy to refuse a release",
+            lambda: (
+                cluster.kubectl(
+                    "apply", "--dry-run=server", "-f", "-", input=json.dumps(unnamed), check=False
+                ).returncode
+            ),
+            timeout=60,
+        )
+        proc = cluster.apply(unnamed, check=False)
+        assert proc.returncode != 0 and "spec.storage.pvc.claimName is required" in proc.stderr, proc.stderr
+        cluster.apply(named)
+        assert {o["metadata"]["name"] for o in cluster.get_json("lmr", "-n", ns)["items"]} == {"named"}
+    finally:
+        helm("uninstall", "twlegal-storage", "--namespace", ns, "--wait", *kubeconfig, check=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_image_policy_is_off_by_default_and_inlines_the_prefixes_as_a_cel_list():
