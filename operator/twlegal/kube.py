@@ -177,14 +177,15 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of the status subresource; returns the release as stored."""
         body = {
             "apiVersion": API_VERSION,
             "kind": KIND,
             "metadata": {"name": name, "namespace": namespace},
             "status": status,
         }
-        self._call(
+        return self._call(
             "PATCH",
             _path(API_VERSION, KIND, namespace, name, "status"),
             body=body,

@@ -112,8 +112,9 @@ class Reconciler:
         for child in decision.delete:
             self.kube.delete(child)
         old = decision.previous
+        version = obj["metadata"]["resourceVersion"]
         if decision.status != old:
-            self.kube.apply_status(namespace, name, decision.status)
+            version = self.kube.apply_status(namespace, name, decision.status)["metadata"]["resourceVersion"]
         for event in decision.events:
             metrics.TRANSITIONS.labels(phase=decision.status.get("phase")).inc()
             try:
@@ -121,7 +122,7 @@ class Reconciler:
             except ApiException as exc:  # an event is best effort; the status already tells
                 log.warning("event for %s/%s not recorded: %s %s", namespace, name, exc.reason, exc.body)
         if decision.finalizers is not None:  # last: removing the reclaim finalizer lets the release go
-            self.kube.set_finalizers(namespace, name, decision.finalizers, obj["metadata"]["resourceVersion"])
+            self.kube.set_finalizers(namespace, name, decision.finalizers, version)
         phase = decision.status.get("phase")
         if old.get("phase") != phase:
             log.info("%s/%s: %s -> %s", namespace, name, old.get("phase") or "-", phase)
