@@ -225,6 +225,8 @@ def test_outside_a_pod_the_termination_message_is_only_logged(tmp_path, monkeypa
         ("Diverged", ExitCode.DIVERGED),
         ("Interrupted", ExitCode.INTERRUPTED),
         ("Failed", ExitCode.FAILED),
+        ("StorageFull", ExitCode.STORAGE_FULL),
+        ("StorageConflict", ExitCode.STORAGE_CONFLICT),
     ],
 )
 def test_each_outcome_has_its_exit_code(outcome, code):

@@ -5,54 +5,105 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
 from twlegal.contracts import manifest
+from twlegal.contracts.storage import OWNER_FILE, StorageOwner
 from twlegal.contracts.termination import write_termination_message
 from twlegal.contracts.training import CARD_FILE, RESULT_FILE, TrainingConfig, TrainingResult
 
-COMPLETE_MARK = "twlegal-complete.json"  # written after a checkpoint is fully saved
+from .ownership import (
+    COMPLETE_MARK,
+    StorageConflict,
+    checkpoints,
+    is_complete,
+    read_owner,
+    weights_refusal,
+    whose,
+    write_atomically,
+)
+
 # Written beside the published weights, after their manifest: not part of them, so not listed.
 BESIDE_WEIGHTS = (RESULT_FILE, CARD_FILE)
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def mark_complete(checkpoint: Path, world_size: int) -> None:
-    (checkpoint / COMPLETE_MARK).write_text(json.dumps({"worldSize": world_size}))
+def mark_complete(checkpoint: Path, world_size: int, owner: StorageOwner) -> None:
+    """The mark a resumed run looks for: the checkpoint is whole, which world size wrote it (a
+    DeepSpeed checkpoint loads only at that size) and for which run (only that run resumes it)."""
+    mark = {"worldSize": world_size, "owner": owner.to_wire()}
+    write_atomically(checkpoint / COMPLETE_MARK, json.dumps(mark, sort_keys=True))
 
 
-def newest_complete_checkpoint(directory: Path) -> tuple[Path | None, int | None]:
-    """The newest checkpoint with its completion mark (a half-written one has none), and the
-    world size that wrote it."""
-    if not directory.is_dir():
-        return None, None
-    found = sorted(
-        (
-            (int(m.group(1)), p)
-            for p in directory.iterdir()
-            if (m := _CHECKPOINT.match(p.name)) and (p / COMPLETE_MARK).is_file()
-        ),
-        reverse=True,
-    )
-    if not found:
-        return None, None
-    path = found[0][1]
-    return path, json.loads((path / COMPLETE_MARK).read_text())["worldSize"]
+def newest_complete_checkpoint(directory: Path, owner: StorageOwner) -> tuple[Path | None, int | None]:
+    """The newest checkpoint of this run that has its completion mark (a half-written one has
+    none), and the world size that wrote it. A checkpoint whose mark names another run (or none)
+    is never picked: the run's claim on the directory refuses such a directory anyway."""
+    for _, path in checkpoints(directory):
+        if is_complete(path) and (found := read_owner(path / COMPLETE_MARK)) and found.same_run(owner):
+            return path, json.loads((path / COMPLETE_MARK).read_text()).get("worldSize")
+    return None, None
+
+
+def remove_half_written(directory: Path) -> list[Path]:
+    """Remove the checkpoints without a completion mark (a save cut short) to give back their
+    space; a complete one is never touched. Returns what was removed."""
+    removed = [path for _, path in checkpoints(directory) if not is_complete(path)]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[1])
 
 
-def publish(staging: Path, final: Path, model: str, version: str) -> str:
-    """Seal the staged weights with their checksum manifest, then make them visible at their final
-    path in one rename (never half-published). Returns the manifest's checksum."""
-    checksum = manifest.write(staging, model, version, exclude=BESIDE_WEIGHTS)
+def staging_dir(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
+def prepare_staging(staging: Path, final: Path, owner: StorageOwner) -> None:
+    """An empty staging directory for this run's weights, recording its owner: a stale one of this
+    run (a crash mid-save) is cleared; one another release is writing (it publishes to the same
+    path) is not, nor is anything done when `final` has become another release's meanwhile."""
+    if refusal := weights_refusal(final, owner):
+        raise StorageConflict(refusal)
+    recorded = staging / OWNER_FILE
+    if recorded.exists() and not ((found := read_owner(recorded)) and found.same_run(owner)):
+        raise StorageConflict(
+            f"staging directory {staging} is being written by {whose(found)}: not replaced; "
+            "give this release its own storage.artifactPath"
+        )
+    if staging.exists():  # this run's, or an older trainer's leftover: never published, so safe to drop
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    write_atomically(recorded, owner.to_json())
+
+
+def publish(staging: Path, final: Path, model: str, version: str, owner: StorageOwner) -> str:
+    """Seal the staged weights with their checksum manifest (naming this run as their publisher),
+    then make them visible at their final path in one rename (never half-published). Returns the
+    manifest's checksum.
+
+    Idempotent: when `final` already holds weights this run published and they verify (a retry
+    after a crash between publishing and reporting), they are kept, the staging is dropped and
+    their checksum returned. Weights of another release are never replaced: StorageConflict."""
+    if refusal := weights_refusal(final, owner):  # again: another release may have published meanwhile
+        raise StorageConflict(refusal)
+    try:
+        kept: manifest.Manifest | None = manifest.verify(final, version)
+    except manifest.ManifestError:
+        kept = None  # absent, empty, or this run's weights damaged since: published again below
+    if kept is not None:
+        shutil.rmtree(staging)
+        return kept.checksum
+    (staging / OWNER_FILE).unlink(missing_ok=True)  # the manifest records the owner of published weights
+    checksum = manifest.write(staging, model, version, exclude=BESIDE_WEIGHTS, release=owner.to_wire())
     if final.exists():
-        shutil.rmtree(final)
+        shutil.rmtree(final)  # only this run's own weights that no longer verify get here (or an empty directory)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A directory renames only onto an absent or empty one: should another release publish in
+    # between, this fails rather than replace its weights.
     os.replace(staging, final)
     return checksum
 
@@ -60,7 +111,10 @@ def publish(staging: Path, final: Path, model: str, version: str) -> str:
 def report(result: TrainingResult, beside: Path | None) -> None:
     """The result beside the weights (when published) and as the termination message."""
     if beside is not None and beside.is_dir():
-        (beside / RESULT_FILE).write_text(json.dumps(result.to_wire(), indent=2, ensure_ascii=False) + "\n")
+        try:
+            (beside / RESULT_FILE).write_text(json.dumps(result.to_wire(), indent=2, ensure_ascii=False) + "\n")
+        except OSError as exc:  # a volume filled by the weights: the termination message still reports
+            print(f"twlegal-train: {RESULT_FILE} not written beside the weights: {exc}", flush=True)
     write_termination_message(result.termination_message(), log_prefix="twlegal-result")
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from twlegal.contracts.storage import StorageOwner
+
 from .artifacts import mark_complete
 
 
@@ -67,8 +69,12 @@ class GracefulStop(TrainerCallback):
 
 
 class MarkComplete(TrainerCallback):
-    """After each save, mark the checkpoint complete (a resumed run ignores unmarked ones)."""
+    """After each save, mark the checkpoint complete and this run's (a resumed run ignores
+    unmarked ones, and those of another run)."""
+
+    def __init__(self, owner: StorageOwner):
+        self.owner = owner
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", args.world_size)
+            mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", args.world_size, self.owner)

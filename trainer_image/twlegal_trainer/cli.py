@@ -1,7 +1,9 @@
-"""`twlegal-train run|evaluate --config FILE`: the entrypoint of the trainer image.
+"""`twlegal-train run|evaluate --config FILE` and `twlegal-train storage --task JSON`: the
+entrypoint of the trainer image.
 
 `run` launches one process per GPU with torchrun (DeepSpeed) when there is more than one, keeps
 the exit code contract (ExitCode) across torchrun, and forwards SIGTERM so a preempted run saves.
+`storage` is the operator's storage Job: it prunes or reclaims a release's directories.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return evaluate(args.config)
 
 
+def cmd_storage(args: argparse.Namespace) -> int:
+    from .storage import main as storage
+
+    return storage(args.task)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twlegal-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--config", required=True)
         p.set_defaults(func=func)
+    p = sub.add_parser("storage")
+    p.add_argument("--task", required=True, help="a contracts.storage.StorageTask as JSON")
+    p.set_defaults(func=cmd_storage)
     args = parser.parse_args(argv)
     return args.func(args)
 

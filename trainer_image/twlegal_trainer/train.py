@@ -1,9 +1,10 @@
 """One training process (a torchrun rank): config -> tokenised data -> HF Trainer (+DeepSpeed)
 -> checkpoints -> published weights -> TrainingResult. Returns the trainer's exit code.
 
-`run` reads top to bottom: data, trainer, train, publish, report; what it decides (arguments,
-warnings, whether to resume, the result's figures) comes from the builders above it, which need no
-torch and are unit-tested.
+`run` reads top to bottom: storage, data, trainer, train, publish, report; what it decides
+(arguments, warnings, whether to resume, the result's figures) comes from the builders above it,
+and whose directories these are and whether a disk is full from `ownership` and `space`: none of
+them needs torch, and they are unit-tested.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
 from twlegal.policies import consistency
 
-from . import artifacts, provenance
+from . import artifacts, ownership, provenance, space
 from .chat import IGNORE, LLAMA3_TEMPLATE
 from .data import Sample, load_conversations, training_samples
 
@@ -160,20 +161,29 @@ def load_tokenizer(config: TrainingConfig) -> Any:
 
 
 def run(config: TrainingConfig) -> int:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    started = time.time()
+    owner = config.release.owner()
+    checkpoint_dir, final = Path(config.checkpoint_dir), Path(config.output_dir)
+    staging = artifacts.staging_dir(final)
+
+    def report(result: TrainingResult, beside: Path | None = None) -> int:
+        # Rank 0 reports; a full disk may strike any rank (each saves its own optimizer shards).
+        if rank == 0 or result.outcome == "StorageFull":
+            artifacts.report(result, beside)
+        return int(result.exit_code())  # as the launcher reports the outcome across torchrun
+
+    # Storage: this release's own directories (or new ones), refused before torch is even imported
+    if refusal := ownership.storage_refusal(checkpoint_dir, final, owner, claim_it=rank == 0):
+        return report(TrainingResult(outcome="StorageConflict", message=refusal))
+
     import torch
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from .callbacks import DivergenceGuard, GracefulStop, MarkComplete
 
-    stop = GracefulStop()  # first: a SIGTERM during loading must not kill the pod unsaved
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    started = time.time()
-
-    def report(result: TrainingResult, beside: Path | None = None) -> int:
-        if rank == 0:
-            artifacts.report(result, beside)
-        return int(result.exit_code())  # as the launcher reports the outcome across torchrun
+    stop = GracefulStop()  # before loading: a SIGTERM during loading must not kill the pod unsaved
 
     # Data
     tokenizer = load_tokenizer(config)
@@ -181,63 +191,67 @@ def run(config: TrainingConfig) -> int:
     warnings = run_warnings(config, len(dataset), world_size)
     inputs = provenance.resolve(config) if rank == 0 else None
 
-    # Trainer, resuming from the newest complete checkpoint
-    checkpoint_dir = Path(config.checkpoint_dir)
-    resume, resume_world = artifacts.newest_complete_checkpoint(checkpoint_dir)
+    # Trainer, resuming from this run's newest complete checkpoint
+    resume, resume_world = artifacts.newest_complete_checkpoint(checkpoint_dir, owner)
     if refusal := resume_refusal(config, world_size, resume, resume_world):
         return report(TrainingResult(outcome="Failed", message=refusal))
     base = config.base_model
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config.hyperparameters.precision]
+    precision = config.hyperparameters.precision
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     model = AutoModelForCausalLM.from_pretrained(base.path or base.name, revision=base.revision, dtype=dtype)
+    parameters = model.num_parameters()  # before DeepSpeed partitions them
     guard = DivergenceGuard(config.loss_guard.max_spike_ratio)
     trainer = Trainer(
         model=model,
         args=TrainingArguments(**training_arguments(config, world_size, checkpoint_dir)),
         train_dataset=dataset,
         data_collator=Collator(tokenizer.pad_token_id),
-        callbacks=[guard, stop, MarkComplete()],
+        callbacks=[guard, stop, MarkComplete(owner)],
     )
-
-    # Train
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    state = trainer.state
-    common = {
-        **result_figures(state, output.metrics, time.time() - started),
+    common: dict[str, Any] = {
         "warnings": warnings,
         "samples": len(dataset),
         "world_size": world_size,
         "inputs": inputs,
         "resumed_from_step": artifacts.checkpoint_step(resume) if resume else None,
     }
+
+    # Train (a full disk while checkpointing stops it; the newest complete checkpoint stays usable)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except Exception as exc:
+        estimate = space.checkpoint_bytes(parameters, precision, uses_deepspeed(config, world_size))
+        if (full := space.checkpoint_full(exc, checkpoint_dir, owner, estimate)) is None:
+            raise
+        state = trainer.state
+        return report(TrainingResult(**full, global_step=state.global_step, total_steps=state.max_steps, **common))
+    state = trainer.state
+    common.update(result_figures(state, output.metrics, time.time() - started))
+    newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir, owner)
+    common["checkpoint"] = str(newest) if newest else None
     if guard.reason:
         return report(TrainingResult(outcome="Diverged", message=guard.reason, **common))
     if stop.requested and state.global_step < state.max_steps:
-        newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir)
-        return report(
-            TrainingResult(
-                outcome="Interrupted",
-                message="stopped by SIGTERM; resumable",
-                checkpoint=str(newest) if newest else None,
-                **common,
-            )
-        )
+        return report(TrainingResult(outcome="Interrupted", message="stopped by SIGTERM; resumable", **common))
 
-    # Save and publish
-    final = Path(config.output_dir)
-    staging = final.with_name(final.name + ".partial")
-    trainer.save_model(str(staging))  # every rank: ZeRO-3 gathers the weights
-    if rank != 0:
-        return int(ExitCode.SUCCEEDED)
-    tokenizer.save_pretrained(str(staging))
-    checksum = artifacts.publish(staging, final, config.release.model, config.release.version)
-    newest, _ = artifacts.newest_complete_checkpoint(checkpoint_dir)
-    result = TrainingResult(
-        outcome="Succeeded",
-        artifact_path=str(final),
-        checksum=checksum,
-        checkpoint=str(newest) if newest else None,
-        **common,
-    )
+    # Save and publish: rank 0 writes (every rank takes part in gathering ZeRO-3's weights)
+    try:
+        if rank == 0:
+            artifacts.prepare_staging(staging, final, owner)
+        trainer.accelerator.wait_for_everyone()  # no rank saves into the staging before it is ready
+        trainer.save_model(str(staging))
+        if rank != 0:
+            return int(ExitCode.SUCCEEDED)
+        tokenizer.save_pretrained(str(staging))
+        checksum = artifacts.publish(staging, final, config.release.model, config.release.version, owner)
+    except ownership.StorageConflict as exc:
+        return report(TrainingResult(outcome="StorageConflict", message=str(exc), **common))
+    except Exception as exc:
+        estimate = space.weights_bytes(parameters, precision)
+        if (full := space.publish_full(exc, staging, final, estimate, newest)) is None:
+            raise
+        return report(TrainingResult(**{**common, **full}))
+    result = TrainingResult(outcome="Succeeded", artifact_path=str(final), checksum=checksum, **common)
     code = report(result, final)
     artifacts.write_card(config, result, final)
     return code
