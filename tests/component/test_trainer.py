@@ -202,7 +202,8 @@ def test_resuming_with_another_world_size_is_refused_with_a_clear_message(volume
     config = config.model_copy(update={"processes": 2})
     stale = Path(config.checkpoint_dir) / "checkpoint-3"
     stale.mkdir(parents=True)
-    (stale / "twlegal-complete.json").write_text(json.dumps({"worldSize": 4}))
+    owner = config.release.owner().to_wire()
+    (stale / "twlegal-complete.json").write_text(json.dumps({"worldSize": 4, "owner": owner}))
     code, result = run_trainer(config, tmp_path)
     assert code == ExitCode.FAILED
     assert result.outcome == "Failed" and "written by 4 processes, this run has 2" in result.message

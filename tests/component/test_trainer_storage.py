@@ -206,3 +206,12 @@ def test_a_full_disk_while_publishing_publishes_nothing_and_the_next_run_does(vo
         assert code == ExitCode.SUCCEEDED, (tmp_path / "published" / "trainer.log").read_text()[-3000:]
         assert published.resumed_from_step == STEPS
         assert verify(Path(config.output_dir), "v0.1.0", published.checksum).release == owner_of(config).to_wire()
+
+
+def test_a_volume_too_full_to_start_is_a_full_disk_not_a_crash(volume, tmp_path):
+    with small_disk(volume / "small", "64k") as disk:
+        (disk / "filler").write_bytes(b"\0" * 64 * 1024)  # tmpfs counts pages: this fills it
+        config = release(volume, checkpoints=str(disk / "checkpoints"), weights="releases/full-start")
+        code, result = train(config, tmp_path / "start")
+        assert code == ExitCode.STORAGE_FULL, (tmp_path / "start" / "trainer.log").read_text()[-3000:]
+        assert result.outcome == "StorageFull" and f"no space left on {config.checkpoint_dir}" in result.message

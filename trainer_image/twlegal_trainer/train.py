@@ -175,7 +175,16 @@ def run(config: TrainingConfig) -> int:
         return int(result.exit_code())  # as the launcher reports the outcome across torchrun
 
     # Storage: this release's own directories (or new ones), refused before torch is even imported
-    if refusal := ownership.storage_refusal(checkpoint_dir, final, owner, claim_it=rank == 0):
+    try:
+        refusal = ownership.storage_refusal(checkpoint_dir, final, owner, claim_it=rank == 0)
+    except OSError as exc:  # not even the owner file fits: the volume is full before the first step
+        if not space.is_full(exc, checkpoint_dir, 1):
+            raise
+        message = (
+            f"no space left on {checkpoint_dir} to start the run ({space.human(space.free_bytes(checkpoint_dir))} free)"
+        )
+        return report(TrainingResult(outcome="StorageFull", message=message))
+    if refusal:
         return report(TrainingResult(outcome="StorageConflict", message=refusal))
 
     import torch
