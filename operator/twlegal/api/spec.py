@@ -485,7 +485,8 @@ class LegalModelReleaseSpec(ApiModel):
     storage: Storage = Field(
         default_factory=Storage,
         description="Where checkpoints and weights live, and for how long.",
-        json_schema_extra={"default": {}},
+        # Spelled out: the API server checks a default against its rules without nested defaults.
+        json_schema_extra={"default": Storage().to_wire()},
     )
     hub: Hub = Field(default_factory=Hub, description="Model hub access.", json_schema_extra={"default": {}})
     card: Card | None = Field(None, description="Model card text that is not a measurement (license, tags, summary).")
