@@ -33,7 +33,11 @@ def test_the_valid_examples_are_accepted_with_defaults_applied(cluster: Cluster,
     cluster.apply(doc)
     stored = cluster.get_json("lmr", "accepted-defaults", "-n", ns)
     assert stored["spec"]["training"]["hyperparameters"]["maxGradNorm"] == 1.0
-    assert stored["spec"]["storage"]["artifactPath"] == "releases/{model}/{version}"
+    assert stored["spec"]["storage"]["artifactPath"] == "releases/{model}/{version}/{name}-{inputs}"
+    assert stored["spec"]["storage"]["retention"] == {
+        "keepCheckpointsAfterSuccess": 0,
+        "keepCheckpointsAfterFailure": 1,
+    }
     assert stored["spec"]["training"]["resources"]["gpuResourceName"] == "nvidia.com/gpu"
 
 

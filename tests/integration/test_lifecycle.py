@@ -98,7 +98,9 @@ def test_release_goes_from_apply_to_serving(cluster: Cluster, operator, fake_nod
 
     deploy = cluster.get_json("deployment", "tiny-legal", "-n", namespace)
     launch = ServingLaunch.from_argv(deploy["spec"]["template"]["spec"]["containers"][0]["args"])
-    assert launch.revision == "v0.1.0" and launch.model.endswith("/twlegal/tiny-legal/v0.1.0")
+    assert launch.revision == "v0.1.0" and launch.model == f"/mnt/twlegal/{st['storage']['artifactPath']}"
+    assert st["storage"]["artifactPath"].startswith("releases/twlegal/tiny-legal/v0.1.0/tiny-v1-")
+    assert launch.checksum == st["artifact"]["checksum"], "the server pins the weights that were published"
     assert pinned(cluster, namespace) == "tiny-v1"
 
     table = cluster.kubectl("get", "lmr", "-n", namespace).stdout
@@ -134,7 +136,8 @@ def test_failing_training_job_ends_failed_with_the_reason(cluster: Cluster, oper
     assert trained["status"] == "False" and trained["reason"] == "PodFailurePolicy"
     assert "KeyError" in trained["message"]
     # a code error is not retried: one pod only
-    assert len(cluster.get_json("pods", "-n", namespace, "-l", "twlegal.io/release=tiny-bad")["items"]) == 1
+    training_pods = "twlegal.io/release=tiny-bad,app.kubernetes.io/component=training"
+    assert len(cluster.get_json("pods", "-n", namespace, "-l", training_pods)["items"]) == 1
     assert cluster.kubectl("get", "deployment", "tiny-legal", "-n", namespace, check=False).returncode != 0
     assert "TrainingPodFailurePolicy" in events(cluster, namespace, "tiny-bad")
 
@@ -225,9 +228,11 @@ def test_operator_holds_exactly_the_chart_permissions(cluster: Cluster, operator
     assert can("patch", "legalmodelreleases.twlegal.io", "--subresource=status")
     assert can("create", "jobs.batch") and can("patch", "deployments.apps")
     assert can("get", "secrets") and can("create", "secrets") and can("patch", "networkpolicies.networking.k8s.io")
+    # The reclaim finalizer (a release's metadata) and stopping a deleted release's Jobs.
+    assert can("patch", "legalmodelreleases.twlegal.io") and can("delete", "jobs.batch")
     for verb, resource in [
-        ("patch", "legalmodelreleases.twlegal.io"),
-        ("delete", "jobs.batch"),
+        ("update", "legalmodelreleases.twlegal.io"),
+        ("delete", "legalmodelreleases.twlegal.io"),
         ("delete", "deployments.apps"),
         ("list", "secrets"),
         ("watch", "secrets"),

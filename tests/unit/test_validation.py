@@ -69,7 +69,7 @@ def test_defaults_are_applied_like_the_api_server(tmp_path):
     assert not problems
     assert release.spec.training.hyperparameters.max_grad_norm == 1.0
     assert release.spec.storage.artifact_path == "releases/{model}/{version}/{name}-{inputs}"
-    assert release.spec.storage.reclaim_policy == "Retain"
+    assert release.spec.storage.retention.keep_checkpoints_after_failure == 1
     assert release.spec.hub.offline is True
 
 
