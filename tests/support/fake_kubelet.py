@@ -56,6 +56,7 @@ class FakeKubelet:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     _started: dict[str, float] = field(default_factory=dict)
     _done: set[str] = field(default_factory=set)
+    _storage: set[str] = field(default_factory=set)  # storage pods whose command has been started
     _stop: threading.Event = field(default_factory=threading.Event)
     _ip: int = 10
     # Called as on_finish(release, component, monotonic_time) when a Job's pod ends (benchmarks).
@@ -198,8 +199,9 @@ class FakeKubelet:
                 self._done.add(meta.uid)
             return
         if component == "storage":
-            code, message = self._run_storage(core, pod)
-            self._finish(core, pod, container, code, message)
+            if meta.uid not in self._storage:  # a real command: off the loop, so other pods move on
+                self._storage.add(meta.uid)
+                threading.Thread(target=self._storage_pod, args=(core, pod, container), daemon=True).start()
             return
         if component not in ("training", "evaluation"):
             return
@@ -241,6 +243,13 @@ class FakeKubelet:
         claim = next(v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim)
         pvc = core.read_namespaced_persistent_volume_claim(claim, pod.metadata.namespace)
         return core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path
+
+    def _storage_pod(self, core: client.CoreV1Api, pod: Any, container: str) -> None:
+        try:
+            code, message = self._run_storage(core, pod)
+        except Exception as exc:  # noqa: BLE001 - reported as the pod's failure
+            code, message = 1, f"fake kubelet could not run the storage command: {exc!r}"
+        self._finish(core, pod, container, code, message)
 
     def _run_storage(self, core: client.CoreV1Api, pod: Any) -> tuple[int, str]:
         """The storage Job's real command, its volume paths moved onto the hostPath."""
