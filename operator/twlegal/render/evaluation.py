@@ -6,7 +6,6 @@ from typing import Any
 
 from ..api.release import LegalModelRelease
 from ..contracts.evaluation import CONFIG_FILE, RESULT_FILE, EvaluationConfig
-from ..contracts.termination import DEFAULT_TERMINATION_LOG
 from ..contracts.training import ModelSource
 from . import names, pod, storage
 from .settings import OperatorSettings
@@ -59,8 +58,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
             {"name": pod.CONFIG_VOLUME, "mountPath": settings.config_mount_path, "readOnly": True},
             {"name": pod.STORAGE_VOLUME, "mountPath": settings.storage_mount_path},
         ],
-        "terminationMessagePath": DEFAULT_TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **pod.REPORTS_RESULT,
         "securityContext": pod.container_security_context(),
     }
     return {

@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 from ..api.common import SecretKeyRef
 from ..api.release import API_VERSION, KIND, LegalModelRelease
 from ..api.spec import ComputeResources
+from ..contracts.termination import DEFAULT_TERMINATION_LOG
 from . import names
 from .settings import OperatorSettings
 
@@ -125,6 +126,12 @@ def volume_path(settings: OperatorSettings, subpath: str) -> str:
 
 # No pod a release runs talks to the API server: none gets a service-account token.
 NO_API_TOKEN = {"automountServiceAccountToken": False}
+# A Job container that reports its result through the termination message (the log tail when it
+# crashed before writing one).
+REPORTS_RESULT = {
+    "terminationMessagePath": DEFAULT_TERMINATION_LOG,
+    "terminationMessagePolicy": "FallbackToLogsOnError",
+}
 
 
 def hub_port(release: LegalModelRelease) -> int:

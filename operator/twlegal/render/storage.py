@@ -13,7 +13,6 @@ from typing import Any
 
 from ..api.release import LegalModelRelease
 from ..contracts.storage import INPUTS_TOKEN_LENGTH, StorageOwner, StorageTask, inputs_digest
-from ..contracts.termination import DEFAULT_TERMINATION_LOG
 from ..contracts.training import ReleaseIdentity
 from . import names, pod
 from .settings import OperatorSettings
@@ -141,8 +140,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings, name: str, task:
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": [{"name": pod.STORAGE_VOLUME, "mountPath": settings.storage_mount_path}],
-        "terminationMessagePath": DEFAULT_TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **pod.REPORTS_RESULT,
         "securityContext": pod.container_security_context(),
     }
     return {

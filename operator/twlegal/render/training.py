@@ -7,7 +7,6 @@ from typing import Any
 
 from ..api.release import LegalModelRelease
 from ..api.spec import LossGuard
-from ..contracts.termination import DEFAULT_TERMINATION_LOG
 from ..contracts.training import (
     CONFIG_FILE,
     RETRIABLE_EXIT_CODES,
@@ -119,8 +118,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
             {"name": pod.STORAGE_VOLUME, "mountPath": settings.storage_mount_path},
             {"name": pod.SHM_VOLUME, "mountPath": "/dev/shm"},
         ],
-        "terminationMessagePath": DEFAULT_TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **pod.REPORTS_RESULT,
         "securityContext": pod.container_security_context(),
     }
     pod_spec: dict[str, Any] = {
