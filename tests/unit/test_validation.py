@@ -79,3 +79,15 @@ def test_validate_reports_missing_files_and_empty_files(tmp_path, capsys):
     assert main(["validate", str(empty)]) == 1
     with pytest.raises(SystemExit, match="cannot read"):
         main(["validate", str(tmp_path / "missing.yaml")])
+
+
+def test_one_pass_reports_schema_and_rule_problems_together():
+    # A schema error elsewhere (a missing required field) no longer hides what the CEL rules say.
+    doc = load_example()
+    doc["spec"]["baseModel"] = {}
+    del doc["spec"]["training"]["hyperparameters"]["epochs"]
+    doc["spec"]["storage"]["artifactPath"] = "releases/{model}"
+    release, problems = validate_document(doc)
+    assert release is None
+    paths = {p.path for p in problems}
+    assert {"spec.training.hyperparameters.epochs", "spec.baseModel", "spec.storage.artifactPath"} <= paths, problems

@@ -4,19 +4,30 @@
 --                evaluating or rolling out
 --   Healthy:     Serving (Ready), Completed (trained, serving disabled), Superseded (a newer
 --                release of the target serves)
---   Degraded:    Failed, Rejected, RolledBack
+--   Degraded:    Failed, Rejected, RolledBack, and a release that cannot start until its spec
+--                changes (Ready reason StorageConflict or StorageUnset)
 local hs = {}
 
-local function ready_message(status)
+local function ready_condition(status)
   if status.conditions ~= nil then
     for _, condition in ipairs(status.conditions) do
-      if condition.type == "Ready" and condition.message ~= nil and condition.message ~= "" then
-        return condition.message
+      if condition.type == "Ready" then
+        return condition
       end
     end
   end
   return nil
 end
+
+local function ready_message(status)
+  local condition = ready_condition(status)
+  if condition ~= nil and condition.message ~= nil and condition.message ~= "" then
+    return condition.message
+  end
+  return nil
+end
+
+local NEEDS_SPEC_CHANGE = {StorageConflict = true, StorageUnset = true}
 
 if obj.status == nil or obj.status.phase == nil then
   hs.status = "Progressing"
@@ -40,7 +51,8 @@ elseif phase == "Superseded" then
   if status.serving ~= nil and status.serving.supersededBy ~= nil then
     message = "Superseded by " .. status.serving.supersededBy
   end
-elseif phase == "Failed" or phase == "Rejected" or phase == "RolledBack" then
+elseif phase == "Failed" or phase == "Rejected" or phase == "RolledBack"
+    or (ready_condition(status) ~= nil and NEEDS_SPEC_CHANGE[ready_condition(status).reason]) then
   hs.status = "Degraded"
   message = phase .. ": " .. message
 else
