@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
 
 from . import metrics
 from .api.release import LegalModelRelease
@@ -92,11 +93,7 @@ class Reconciler:
         # What decide() asks to look at only when it matters (the target, the namespace's
         # placements), then a decision again on the fuller view.
         if decision.needs_storage_peers:
-            peers = tuple(
-                StoragePeer.of(LegalModelRelease.from_object(o), self.settings)
-                for o in self.kube.list_releases(namespace)
-            )
-            observed = replace(observed, storage_peers=peers)
+            observed = replace(observed, storage_peers=self._storage_peers(namespace))
             decision = decide(release, observed, self.settings, _now())
         if decision.needs_serving:
             observed = replace(observed, serving=self._observe_serving(release))
@@ -130,6 +127,16 @@ class Reconciler:
             self.phases[(namespace, name)] = phase
         metrics.publish_phases(self.phases)
         return phase
+
+    def _storage_peers(self, namespace: str) -> tuple[StoragePeer, ...]:
+        """The placements of the namespace's releases, read once, when a release is about to start."""
+        peers = []
+        for obj in self.kube.list_releases(namespace):
+            try:
+                peers.append(StoragePeer.of(LegalModelRelease.from_object(obj), self.settings))
+            except ValidationError as exc:  # one unreadable release must not stop the others
+                log.warning("%s/%s: not read for storage overlaps: %s", namespace, obj["metadata"]["name"], exc)
+        return tuple(peers)
 
     def _generate_key(self, release: LegalModelRelease, ref: render_serving.KeyRef) -> None:
         """A random key (48 bytes, URL-safe) for a target that names none; created once (a 409 means
