@@ -230,6 +230,7 @@ def test_operator_holds_exactly_the_chart_permissions(cluster: Cluster, operator
     assert can("get", "secrets") and can("create", "secrets") and can("patch", "networkpolicies.networking.k8s.io")
     # The reclaim finalizer (a release's metadata) and stopping a deleted release's Jobs.
     assert can("patch", "legalmodelreleases.twlegal.io") and can("delete", "jobs.batch")
+    assert can("update", "legalmodelreleases.twlegal.io", "--subresource=finalizers")
     for verb, resource in [
         ("update", "legalmodelreleases.twlegal.io"),
         ("delete", "legalmodelreleases.twlegal.io"),
