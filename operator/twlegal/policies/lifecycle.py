@@ -6,6 +6,10 @@
 `decide()` is level-based: given the release and its children as they are now, it returns the
 whole desired status, the objects to create or apply, and the events of the transition. Calling it
 again with the same inputs gives the same answer, so a restart or a missed event changes nothing.
+
+Around the stages, the release's directories: no training Job before its placement is free
+(policies/storage.py), checkpoints pruned once training settles and everything reclaimed on
+deletion with reclaimPolicy Delete (policies/retention.py).
 """
 
 from __future__ import annotations
