@@ -172,7 +172,10 @@ def run(config: TrainingConfig) -> int:
         # Rank 0 reports; a full disk may strike any rank (each saves its own optimizer shards).
         if rank == 0 or result.outcome == "StorageFull":
             artifacts.report(result, beside)
-        return int(result.exit_code())  # as the launcher reports the outcome across torchrun
+            return int(result.exit_code())  # as the launcher reports the outcome across torchrun
+        # Another rank reached the same outcome: it leaves the exit code to rank 0. Exiting non-zero
+        # first would make torchrun stop rank 0 before it has written the result.
+        return int(ExitCode.SUCCEEDED)
 
     # Storage: this release's own directories (or new ones), refused before torch is even imported
     try:
