@@ -18,6 +18,7 @@ from .ownership import (
     StorageConflict,
     checkpoints,
     is_complete,
+    is_runs_complete,
     read_owner,
     weights_refusal,
     whose,
@@ -40,7 +41,7 @@ def newest_complete_checkpoint(directory: Path, owner: StorageOwner) -> tuple[Pa
     none), and the world size that wrote it. A checkpoint whose mark names another run (or none)
     is never picked: the run's claim on the directory refuses such a directory anyway."""
     for _, path in checkpoints(directory):
-        if is_complete(path) and (found := read_owner(path / COMPLETE_MARK)) and found.same_run(owner):
+        if is_runs_complete(path, owner):
             return path, json.loads((path / COMPLETE_MARK).read_text()).get("worldSize")
     return None, None
 

@@ -54,6 +54,15 @@ def is_complete(checkpoint: Path) -> bool:
     return (checkpoint / COMPLETE_MARK).is_file()
 
 
+def is_runs_complete(checkpoint: Path, owner: StorageOwner) -> bool:
+    """A complete checkpoint whose mark names this same run: the only kind it may resume or keep."""
+    return (
+        is_complete(checkpoint)
+        and (found := read_owner(checkpoint / COMPLETE_MARK)) is not None
+        and found.same_run(owner)
+    )
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write `path` whole or not at all: a mark or owner file cut short would read as "no owner"
     and refuse the run's own directory."""

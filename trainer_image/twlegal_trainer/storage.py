@@ -23,7 +23,7 @@ from twlegal.contracts.termination import TERMINATION_MESSAGE_LIMIT, write_termi
 from twlegal.contracts.training import ExitCode
 
 from .artifacts import staging_dir
-from .ownership import COMPLETE_MARK, checkpoints, is_complete, publisher, read_owner, whose
+from .ownership import COMPLETE_MARK, checkpoints, is_runs_complete, publisher, read_owner, whose
 from .space import human, tree_size
 
 LOG_PREFIX = "twlegal-storage"
@@ -85,11 +85,7 @@ def prune(task: StorageTask, tally: Tally) -> str:
     if why := _owned_checkpoints(directory, task.owner):
         tally.keep(directory, f"{why}: not pruned")
         return f"{directory} not pruned: it {why}"
-    newest = [
-        path
-        for _, path in checkpoints(directory)
-        if is_complete(path) and (mark := read_owner(path / COMPLETE_MARK)) and mark.same_run(task.owner)
-    ][: task.keep_checkpoints]
+    newest = [path for _, path in checkpoints(directory) if is_runs_complete(path, task.owner)][: task.keep_checkpoints]
     for _, path in checkpoints(directory):
         if path in newest:
             tally.keep(path, f"one of the newest {task.keep_checkpoints} complete checkpoints")

@@ -13,6 +13,10 @@ from . import children, storage
 from .plan import Decision, Event, Observed, Plan
 
 
+def _without_reclaim(finalizers: list[str]) -> list[str]:
+    return [f for f in finalizers if f != storage.RECLAIM_FINALIZER]
+
+
 def finalizer(plan: Plan) -> None:
     """reclaimPolicy Delete holds the release's deletion until its directories are removed."""
     current = list(plan.release.metadata.finalizers or [])
@@ -20,7 +24,7 @@ def finalizer(plan: Plan) -> None:
     if storage.wants_finalizer(plan.release) and not has:
         plan.decision.finalizers = [*current, storage.RECLAIM_FINALIZER]
     elif not storage.wants_finalizer(plan.release) and has:
-        plan.decision.finalizers = [f for f in current if f != storage.RECLAIM_FINALIZER]
+        plan.decision.finalizers = _without_reclaim(current)
 
 
 def _job_result(observed: Observed) -> tuple[str, StorageResult | None]:
@@ -75,7 +79,7 @@ def reclaim(plan: Plan, observed: Observed, settings: OperatorSettings) -> Decis
     if storage.RECLAIM_FINALIZER not in current:
         return plan.decision  # Retain: the directories stay; garbage collection does the rest
     if not (plan.old.get("storage") or {}).get("checkpointPath"):
-        plan.decision.finalizers = [f for f in current if f != storage.RECLAIM_FINALIZER]
+        plan.decision.finalizers = _without_reclaim(current)
         return plan.decision  # it never got a training Job: nothing of it is on the volume
     # Nothing may write while its directories go: stop the stages still running first.
     running = [job for job in (observed.training_job, observed.evaluation_job) if job and not children.is_finished(job)]
@@ -111,7 +115,7 @@ def reclaim(plan: Plan, observed: Observed, settings: OperatorSettings) -> Decis
         message = _summary(result, "directories removed")
         plan.section("storage", message=message)
         plan.decision.events.append(Event("Normal", R.STORAGE_RECLAIMED, message))
-        plan.decision.finalizers = [f for f in current if f != storage.RECLAIM_FINALIZER]
+        plan.decision.finalizers = _without_reclaim(current)
         return plan.decision
     message = (
         "reclaiming failed; the release stays until it succeeds or the finalizer "
