@@ -66,6 +66,9 @@ class OperatorProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     starts: int = 0
+    # start() returns once this process acts (kopf answers /healthz, not the standby's "standing by"),
+    # as the tests expect of their operator; a replica from another() may stand by instead.
+    must_lead: bool = True
 
     @classmethod
     def install(cls, cluster: Cluster, workdir: Path) -> OperatorProcess:
@@ -92,6 +95,13 @@ class OperatorProcess:
             "TWLEGAL_TRAINER_IMAGE": "twlegal/trainer:test",
             "TWLEGAL_SERVER_IMAGE": "twlegal/server:test",
             "TWLEGAL_DEFAULT_STORAGE_CLAIM": DEFAULT_CLAIM,
+            # Leader election as the chart runs it (the Lease in the chart's namespace, POD_NAMESPACE
+            # from the downward API there), with short durations: a killed operator's successor
+            # waits ~7s, not ~20s.
+            "POD_NAMESPACE": NAMESPACE,
+            "TWLEGAL_LEASE_SECONDS": "6",
+            "TWLEGAL_LEASE_RENEW_SECONDS": "4",
+            "TWLEGAL_LEASE_RETRY_SECONDS": "1",
         }
         return cls(cluster, workdir, kubeconfig, env)
 
@@ -122,7 +132,7 @@ class OperatorProcess:
         if self.proc and self.proc.poll() is not None:
             raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
         with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
-            return resp.status == 200
+            return resp.status == 200 and not (self.must_lead and resp.read().startswith(b"standing by"))
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
@@ -144,3 +154,18 @@ class OperatorProcess:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def another(self, name: str) -> OperatorProcess:
+        """A second operator process on the same install (kubeconfig, env): a replica, for the leader
+        election tests. Not started; its logs go to a folder of its own."""
+        workdir = self.workdir / name
+        workdir.mkdir(exist_ok=True)
+        return OperatorProcess(self.cluster, workdir, self.kubeconfig, dict(self.env), must_lead=False)
+
+    @property
+    def identity(self) -> str:
+        """Its Lease identity, as it logged it ("candidate <identity> for Lease ...")."""
+        for line in self.logs().splitlines():
+            if "candidate " in line and " for Lease " in line:
+                return line.split("candidate ", 1)[1].split(" for Lease ", 1)[0]
+        raise AssertionError(f"no Lease candidate line in {self.log}:\n{self.logs()[-2000:]}")
