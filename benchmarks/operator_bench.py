@@ -1,246 +1,117 @@
-"""Operator latency, memory and CPU against a real control plane. Prints JSON.
+"""Operator latency, memory, CPU and API requests against a real control plane. Prints JSON.
 
-    python benchmarks/operator_bench.py [--releases 200]
+    python benchmarks/operator_bench.py [--releases 200] [--runs per-release,one-target]
+                                        [--steady-seconds 125] [--resync-seconds 60]
 
 Starts its own control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler),
-the fake GPU node, and `twlegal operator` as a separate process, then measures:
-- baseline: the API server's own latency for a plain create, in the same run;
-- create -> training Job exists, and training pod succeeded -> serving Deployment pinned, p50/p99,
-  for 1 release and for N releases applied at once (releases without evaluation, one target each);
-- the operator's peak memory (VmHWM) and its CPU while idle with N releases serving (measured once
-  no release has changed for 10 s);
-- the time a restarted operator needs to settle all N (every release seen Serving again).
+the fake GPU node, and `twlegal operator` as a separate process (8 workers, resync at the chart's
+default 60 s), then measures:
+- baselines in the same run: the API server's own latency for a plain create; and the API server
+  alone doing the operator's creates for N releases (a ConfigMap and a Job each, rendered by the
+  operator's renderer, at the operator's concurrency), the limit create -> Job is held against;
+- per-release run: create -> training Job exists, and training pod succeeded -> serving Deployment
+  pinned, p50/p99, for 1 release and for N releases applied at once (no evaluation, one target each);
+- one-target run: N releases of ONE target (versions v1.0.0 .. v1.0.N-1) applied at once, in their
+  own namespace: create -> Job exists, the time until exactly the newest serves and all others are
+  Superseded, and the operator's API requests and reconciles meanwhile;
+- after each run, once settled: the operator's average CPU and API requests over --steady-seconds
+  (at least two resync periods), then a SIGKILLed and restarted operator's time to settle (every
+  release reconciled into its phase again) and the requests and reconciles that cost.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.cases import load_example  # noqa: E402
+from bench_support import (  # noqa: E402
+    GROUP,
+    PLURAL,
+    VERSION,
+    Counts,
+    Timeline,
+    api_server_alone,
+    metric,
+    operator_idle,
+    phases,
+    proc_stat,
+    quiet,
+    ratio,
+    release,
+    start_operator,
+    steady_state,
+    storage,
+    summary,
+    wait,
+)
+
 from tests.support.fake_kubelet import FakeKubelet  # noqa: E402
 from twlegal_dev.cli import kubectl_path  # noqa: E402
-from twlegal_dev.controlplane import ControlPlane, free_port  # noqa: E402
+from twlegal_dev.controlplane import ControlPlane  # noqa: E402
 
-NS = "bench"
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000, 1)
-
-
-def summary(values: list[float]) -> dict:
-    return {
-        "n": len(values),
-        "p50_ms": pct(values, 50),
-        "p99_ms": pct(values, 99),
-        "max_ms": round(max(values) * 1000, 1) if values else None,
-    }
-
-
-class Timeline:
-    """Arrival times (monotonic) of Jobs, pinned Deployments and finished training pods."""
-
-    def __init__(self, api: client.ApiClient):
-        self.api = api
-        self.created: dict[str, float] = {}
-        self.job_seen: dict[str, float] = {}
-        self.job_complete: dict[str, float] = {}
-        self.trained: dict[str, float] = {}
-        self.pinned: dict[str, float] = {}
-        self.stop = threading.Event()
-
-    def on_finish(self, release: str, component: str, t: float) -> None:
-        if component == "training":
-            self.trained.setdefault(release, t)
-
-    def start(self) -> None:
-        threading.Thread(target=self._watch_jobs, daemon=True).start()
-        threading.Thread(target=self._watch_deployments, daemon=True).start()
-
-    def _watch(self, list_fn, record) -> None:
-        while not self.stop.is_set():
-            try:
-                for event in watch.Watch().stream(list_fn, NS, timeout_seconds=30):
-                    record(event["object"])
-            except Exception:  # noqa: BLE001 - the control plane stops at the end of the run
-                time.sleep(0.5)
-
-    def _watch_jobs(self) -> None:
-        def record(job) -> None:
-            release = (job.metadata.labels or {}).get("twlegal.io/release")
-            if release:
-                self.job_seen.setdefault(release, time.monotonic())
-                if any(c.type == "Complete" and c.status == "True" for c in (job.status.conditions or [])):
-                    self.job_complete.setdefault(release, time.monotonic())
-
-        self._watch(client.BatchV1Api(self.api).list_namespaced_job, record)
-
-    def _watch_deployments(self) -> None:
-        def record(deployment) -> None:
-            release = (deployment.spec.template.metadata.labels or {}).get("twlegal.io/release")
-            if release:
-                self.pinned.setdefault(release, time.monotonic())
-
-        self._watch(client.AppsV1Api(self.api).list_namespaced_deployment, record)
-
-    def latencies(self, names: list[str]) -> dict:
-        return {
-            "create_to_job_exists": summary([self.job_seen[n] - self.created[n] for n in names if n in self.job_seen]),
-            # The operator's share: from the Job's Complete condition to the pinned Deployment.
-            "job_succeeded_to_deployment_pinned": summary(
-                [self.pinned[n] - self.job_complete[n] for n in names if n in self.pinned and n in self.job_complete]
-            ),
-            # End to end, including the Job controller noticing the pod: pod succeeded -> pinned.
-            "training_pod_succeeded_to_deployment_pinned": summary(
-                [self.pinned[n] - self.trained[n] for n in names if n in self.pinned and n in self.trained]
-            ),
-        }
-
-
-def release(name: str) -> dict:
-    doc = copy.deepcopy(load_example())
-    doc["metadata"] = {"name": name, "namespace": NS}
-    del doc["spec"]["evaluation"]
-    doc["spec"]["serving"]["target"] = name
-    return doc
-
-
-def proc_stat(pid: int) -> tuple[float, int]:
-    """(cpu seconds, peak RSS bytes) of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    hwm = next(
-        int(line.split()[1]) * 1024
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmHWM")
-    )
-    return cpu, hwm
-
-
-def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name):
-                return float(line.split()[-1])
-    return 0.0
-
-
-def start_operator(kubeconfig: Path, log: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "TWLEGAL_METRICS_PORT": str(port),
-        "TWLEGAL_RESYNC_SECONDS": "300",
-        "TWLEGAL_WORKERS": "8",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "twlegal.cli", "operator", "--liveness-port", "0"],
-        env=env,
-        stdout=open(log, "ab"),  # noqa: SIM115 - the child process owns the file
-        stderr=subprocess.STDOUT,
-    )
-    return proc, port
-
-
-def wait(what: str, predicate, timeout: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if predicate():
-                return time.monotonic() - started
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(what)
-
-
-def quiet(custom: client.CustomObjectsApi, seconds: float = 10) -> bool:
-    """True when no release changed for `seconds` (resourceVersions stable)."""
-
-    def versions() -> dict:
-        items = custom.list_namespaced_custom_object("twlegal.io", "v1alpha1", NS, "legalmodelreleases")["items"]
-        return {i["metadata"]["name"]: i["metadata"]["resourceVersion"] for i in items}
-
-    before = versions()
-    time.sleep(seconds)
-    return versions() == before
+NS, ONE_NS, API_NS = "bench", "bench-one", "bench-api"
+ONE_TARGET = "one-target"
+WORKERS = 8  # the operator's TWLEGAL_WORKERS, and the floor's concurrency
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--releases", type=int, default=200)
+    parser.add_argument("--runs", default="per-release,one-target", help="per-release, one-target or both")
+    parser.add_argument("--steady-seconds", type=float, default=125, help="steady-state window (>= 2 resyncs)")
+    parser.add_argument("--resync-seconds", type=float, default=60, help="the operator's TWLEGAL_RESYNC_SECONDS")
+    parser.add_argument("--settle-timeout", type=float, default=900)
     args = parser.parse_args()
+    runs = {r.strip() for r in args.runs.split(",")}
+    if not runs <= {"per-release", "one-target"} or not runs:
+        parser.error("--runs: per-release, one-target or both")
+    n = args.releases
     work = Path(tempfile.mkdtemp(prefix="twlegal-bench-"))
+    log = work / "operator.log"
+    result: dict = {
+        "benchmark": "operator",
+        "kubernetes": "v1.36.3 (etcd, kube-apiserver, kube-controller-manager, kube-scheduler on loopback)",
+        "machine": {"cpus": os.cpu_count()},
+        "operator": {"workers": WORKERS, "resync_seconds": args.resync_seconds, "log": str(log)},
+    }
     plane = ControlPlane(work / "cp").start()
     kubectl = [kubectl_path(), "--kubeconfig", str(plane.kubeconfig)]
+    operator = None
     try:
         subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds")], check=True, capture_output=True)
         api = config.new_client_from_config(str(plane.kubeconfig))
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        core.create_namespace({"metadata": {"name": NS}})
-        subprocess.run(
-            [*kubectl, "apply", "-f", "-"],
-            check=True,
-            capture_output=True,
-            text=True,
-            input=json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "List",
-                    "items": [
-                        {
-                            "apiVersion": "v1",
-                            "kind": "PersistentVolume",
-                            "metadata": {"name": "bench-models"},
-                            "spec": {
-                                "capacity": {"storage": "1Gi"},
-                                "accessModes": ["ReadWriteMany"],
-                                "storageClassName": "manual",
-                                "hostPath": {"path": "/tmp/twlegal-bench"},
-                                "claimRef": {"namespace": NS, "name": "twlegal-models"},
-                            },
-                        },
-                        {
-                            "apiVersion": "v1",
-                            "kind": "PersistentVolumeClaim",
-                            "metadata": {"name": "twlegal-models", "namespace": NS},
-                            "spec": {
-                                "accessModes": ["ReadWriteMany"],
-                                "storageClassName": "manual",
-                                "volumeName": "bench-models",
-                                "resources": {"requests": {"storage": "1Gi"}},
-                            },
-                        },
-                    ],
-                }
-            ),
-        )
-        wait(
-            "default service account",
-            lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(NS).items),
-            60,
-        )
+
+        def namespace(name: str, *, with_storage: bool = True) -> None:
+            core.create_namespace({"metadata": {"name": name}})
+            if with_storage:
+                subprocess.run(
+                    [*kubectl, "apply", "-f", "-"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    input=json.dumps(storage(name)),
+                )
+            wait(
+                f"default service account in {name}",
+                lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
+                60,
+            )
+
+        namespace(NS)
         timeline = Timeline(api)
         kubelet = FakeKubelet(api, on_finish=timeline.on_finish).start()
         timeline.start()
@@ -251,71 +122,158 @@ def main() -> None:
             t = time.monotonic()
             core.create_namespaced_config_map(NS, {"metadata": {"name": f"floor-{i}"}})
             floor.append(time.monotonic() - t)
+        result["baseline_api_create_configmap"] = summary(floor)
 
-        operator, port = start_operator(plane.kubeconfig, work / "operator.log")
-        wait("operator metrics", lambda: metric(port, "twlegal_reconcile_errors_total") >= 0, 60)
+        # The limit for create -> Job: the same creates without the operator (before it starts, in a
+        # namespace of their own, deleted after; without its claim their pods stay unscheduled).
+        namespace(API_NS, with_storage=False)
+        alone = result["api_server_alone"] = api_server_alone(api, API_NS, n, WORKERS)
+        core.delete_namespace(API_NS)
+        try:
+            wait(
+                f"{API_NS} deleted",
+                lambda: API_NS not in {x.metadata.name for x in core.list_namespace().items},
+                180,
+                1,
+            )
+        except TimeoutError:
+            alone["namespace_still_deleting"] = True
 
-        def create(name: str) -> None:
-            timeline.created[name] = time.monotonic()
-            custom.create_namespaced_custom_object("twlegal.io", "v1alpha1", NS, "legalmodelreleases", release(name))
+        def start() -> tuple:
+            proc, port = start_operator(plane.kubeconfig, log, resync_seconds=args.resync_seconds, workers=WORKERS)
+            wait("operator metrics", lambda: metric(port, "twlegal_reconcile_errors_total") >= 0, 60)
+            return proc, port
+
+        operator, port = start()
+        expected: Counter = Counter()  # phases the operator should report once settled, all namespaces
+
+        def create(doc: dict) -> None:
+            timeline.created[doc["metadata"]["name"]] = time.monotonic()
+            custom.create_namespaced_custom_object(GROUP, VERSION, doc["metadata"]["namespace"], PLURAL, doc)
 
         def serving(names: list[str]) -> bool:
-            items = custom.list_namespaced_custom_object("twlegal.io", "v1alpha1", NS, "legalmodelreleases")["items"]
-            phases = {i["metadata"]["name"]: (i.get("status") or {}).get("phase") for i in items}
-            return all(phases.get(n) == "Serving" for n in names)
+            seen = phases(custom, NS)
+            return all(seen.get(name) == "Serving" for name in names)
+
+        def restart() -> dict:
+            """SIGKILL the operator, start it again, time until it reports every release's phase."""
+            nonlocal operator, port
+            operator.kill()
+            operator.wait()
+            restart_started = time.monotonic()
+            operator, port = start()  # its metrics answer once it holds the Lease (up to 15 s after a kill)
+            up = time.monotonic() - restart_started
+
+            def settled() -> bool:
+                return all(metric(port, f'twlegal_releases{{phase="{p}"}}') >= k for p, k in expected.items())
+
+            settle = wait("restart settles", settled, args.settle_timeout)
+            out = {
+                "settle_s": round(time.monotonic() - restart_started, 2),
+                "up_s": round(up, 2),
+                "settle_after_start_s": round(settle, 2),
+            }
+            out["to_settle"] = Counts(port).since(Counts.zero())
+            wait("restarted operator idle", lambda: operator_idle(port), args.settle_timeout, 0)
+            out["to_idle"] = {"s": round(time.monotonic() - restart_started, 2), **Counts(port).since(Counts.zero())}
+            out["peak_rss_mib"] = round(proc_stat(operator.pid)[1] / 2**20, 1)
+            return out
 
         # A warm-up release, so "one release" measures a running operator, not its start-up.
-        create("warmup-0")
+        create(release("warmup-0", NS))
         wait("warm-up release serving", lambda: serving(["warmup-0"]), 120)
-        create("single-0")
-        single_seconds = wait("one release serving", lambda: serving(["single-0"]), 120)
-        single = timeline.latencies(["single-0"])
+        expected["Serving"] += 1
 
-        names = [f"many-{i}" for i in range(args.releases)]
-        started = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(create, names))
-        wait(f"{args.releases} releases serving", lambda: serving(names), 900)
-        many_seconds = time.monotonic() - started
-        many = timeline.latencies(names)
+        if "per-release" in runs:
+            create(release("single-0", NS))
+            single_seconds = wait("one release serving", lambda: serving(["single-0"]), 120)
+            result["one_release"] = {**timeline.latencies(["single-0"]), "apply_to_serving_s": round(single_seconds, 2)}
 
-        wait("the last status writes to settle", lambda: quiet(custom), 300)
-        cpu0, _ = proc_stat(operator.pid)
-        time.sleep(30)
-        cpu1, peak = proc_stat(operator.pid)
-        idle_cpu = (cpu1 - cpu0) / 30
+            names = [f"many-{i}" for i in range(n)]
+            before, started = Counts(port), time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(create, [release(name, NS) for name in names]))
+            wait(f"{n} releases serving", lambda: serving(names), args.settle_timeout, 0.5)
+            many = result[f"{n}_releases_at_once"] = {
+                **timeline.latencies(names),
+                "apply_to_all_serving_s": round(time.monotonic() - started, 2),
+                "to_all_serving": Counts(port).since(before),
+            }
+            expected["Serving"] += n + 1
+            wait("the last status writes to settle", lambda: quiet(custom, NS), 300, 0)
+            many["to_quiet"] = Counts(port).since(before)
+            steady = steady_state(operator.pid, port, args.steady_seconds, args.resync_seconds)
+            result["per_release_steady_state"] = {"releases_held": sum(expected.values()), **steady}
+            result["operator_peak_rss_mib"] = steady["peak_rss_mib"]
+            result["operator_idle_cpu_cores_with_all_serving"] = steady["cpu_cores"]
+            again = result["per_release_restart"] = restart()
+            result["restart_settle_s"] = again["settle_s"]
+            result["restart_settle_after_start_s"] = again["settle_after_start_s"]
+            result["operator_peak_rss_after_restart_mib"] = again["peak_rss_mib"]
+            result.setdefault("ratios", {})["per_release"] = goal_ratios(many["create_to_job_exists"], alone)
 
-        operator.kill()
-        operator.wait()
-        restart_started = time.monotonic()
-        operator, port = start_operator(plane.kubeconfig, work / "operator.log")
-        total = args.releases + 2
-        settle = wait("restart settles", lambda: metric(port, 'twlegal_releases{phase="Serving"}') >= total, 600)
-        restart_seconds = time.monotonic() - restart_started
-        _, peak_after_restart = proc_stat(operator.pid)
+        if "one-target" in runs:
+            namespace(ONE_NS)
+            names = [f"one-{i}" for i in range(n)]
+            newest = names[-1]  # the highest version serves
+
+            def settled() -> bool:
+                seen = phases(custom, ONE_NS)
+                return (
+                    len(seen) == n
+                    and seen.get(newest) == "Serving"
+                    and all(seen.get(name) == "Superseded" for name in names if name != newest)
+                )
+
+            docs = [release(name, ONE_NS, target=ONE_TARGET, version=f"v1.0.{i}") for i, name in enumerate(names)]
+            before, started = Counts(port), time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(create, docs))
+            one = result[f"{n}_releases_one_target"] = {"create_to_job_exists": summary([])}
+            try:
+                wait(f"{n} releases of one target settled", settled, args.settle_timeout, 0.5)
+            except TimeoutError:
+                one["settled"] = False
+                one["phases_at_timeout"] = dict(Counter(phases(custom, ONE_NS).values()))
+            else:
+                one["settled"] = True
+            one.update(
+                create_to_job_exists=timeline.create_to_job(names),
+                releases_ever_pinned=sum(name in timeline.pinned for name in names),
+                apply_to_all_settled_s=round(time.monotonic() - started, 2),
+                to_settle=Counts(port).since(before),
+            )
+            result.setdefault("ratios", {})["one_target"] = goal_ratios(one["create_to_job_exists"], alone)
+            if one["settled"]:
+                expected["Serving"] += 1
+                expected["Superseded"] += n - 1
+                wait("the last status writes to settle", lambda: quiet(custom, ONE_NS), 300, 0)
+                one["to_quiet"] = Counts(port).since(before)
+                steady = steady_state(operator.pid, port, args.steady_seconds, args.resync_seconds)
+                one["steady_state"] = {"releases_held": sum(expected.values()), **steady}
+                one["restart"] = restart()
+                one["restart"]["still_settled"] = settled()
+
         operator.terminate()
+        operator.wait(30)  # it releases its Lease while the API server is still there
         kubelet.stop()
         timeline.stop.set()
-        print(
-            json.dumps(
-                {
-                    "benchmark": "operator",
-                    "kubernetes": "v1.36.3 (etcd, kube-apiserver, kube-controller-manager, kube-scheduler on loopback)",
-                    "machine": {"cpus": os.cpu_count()},
-                    "baseline_api_create_configmap": summary(floor),
-                    "one_release": {**single, "apply_to_serving_s": round(single_seconds, 2)},
-                    f"{args.releases}_releases_at_once": {**many, "apply_to_all_serving_s": round(many_seconds, 2)},
-                    "operator_peak_rss_mib": round(peak / 2**20, 1),
-                    "operator_idle_cpu_cores_with_all_serving": round(idle_cpu, 4),
-                    "restart_settle_s": round(restart_seconds, 2),
-                    "restart_settle_after_start_s": round(settle, 2),
-                    "operator_peak_rss_after_restart_mib": round(peak_after_restart / 2**20, 1),
-                },
-                indent=2,
-            )
-        )
+    except BaseException as exc:
+        result["error"] = repr(exc)
+        if operator is not None:
+            operator.kill()
+        raise
     finally:
+        print(json.dumps(result, indent=2))
         plane.stop()
+
+
+def goal_ratios(create_to_job: dict, alone: dict) -> dict:
+    """The operator's create -> Job p99 over the API server's own time for the same creates."""
+    return {
+        "create_to_job_p99_over_api_alone_p99": ratio(create_to_job["p99_ms"], alone["from_burst_start"]["p99_ms"]),
+        "create_to_job_p99_over_api_alone_wall": ratio(create_to_job["p99_ms"], alone["wall_s"] * 1000),
+    }
 
 
 if __name__ == "__main__":

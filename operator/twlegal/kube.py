@@ -12,6 +12,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from . import metrics
 from .api.release import API_VERSION, KIND, PLURAL
 
 FIELD_MANAGER = "twlegal-operator"
@@ -83,6 +84,7 @@ class Kube:
         )
         if body is not None and content_type.endswith("yaml"):
             body = json.dumps(body)
+        metrics.API_REQUESTS.labels(verb=method).inc()
         response = self.api.call_api(method, url, header_params=headers, body=body)
         data = response.read()
         if not 200 <= response.status < 300:

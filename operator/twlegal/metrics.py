@@ -18,6 +18,7 @@ RECONCILE_SECONDS = Histogram(
 )
 RECONCILE_ERRORS = Counter("twlegal_reconcile_errors_total", "Reconciles that raised an error")
 TRANSITIONS = Counter("twlegal_phase_transitions_total", "Phase transitions", ["phase"])
+API_REQUESTS = Counter("twlegal_api_requests_total", "Requests the operator sent to the API server", ["verb"])
 
 
 def publish_phases(phases: Mapping[Any, str | None]) -> None:
