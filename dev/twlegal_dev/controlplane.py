@@ -200,6 +200,10 @@ class ControlPlane:
                 net.service_cidr,
                 "--authorization-mode",
                 "Node,RBAC",
+                # As OpenShift runs it: an owner reference with blockOwnerDeletion needs `update` on the
+                # owner's finalizers, so every test proves the chart's RBAC grants it.
+                "--enable-admission-plugins",
+                "OwnerReferencesPermissionEnforcement",
                 "--allow-privileged=true",
                 "--profiling=false",
             ],

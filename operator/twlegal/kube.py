@@ -58,6 +58,14 @@ def current_namespace() -> str:
             return "default"
 
 
+class ChildConflict(Exception):
+    """A child's name is taken by an object that is not this owner's (yet): retry once it is gone."""
+
+    def __init__(self, child: str, why: str):
+        super().__init__(f"{child} exists and is {why}: waiting until it is gone")
+        self.child = child
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None):
         self.api = api_client or load_client()
@@ -140,19 +148,28 @@ class Kube:
         )
 
     def create(self, obj: dict[str, Any]) -> bool:
-        """Create; False when it already exists (Jobs are immutable: never re-applied)."""
+        """Create; False when it exists already and is the same owner's (Jobs are immutable: never
+        re-applied). One of the same name that another owner holds, or that is being deleted (an
+        earlier release of the same name), raises ChildConflict: it is not this object."""
+        meta = obj["metadata"]
         try:
             self._call(
                 "POST",
-                _path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"]),
+                _path(obj["apiVersion"], obj["kind"], meta["namespace"]),
                 body=obj,
                 query=[("fieldManager", FIELD_MANAGER)],
             )
             return True
         except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
+            if exc.status != 409:
+                raise
+        owners = {ref["uid"] for ref in meta.get("ownerReferences") or []}
+        existing = self.get_metadata(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        found = (existing or {}).get("metadata") or {}
+        theirs = {ref.get("uid") for ref in found.get("ownerReferences") or []}
+        if existing is not None and not found.get("deletionTimestamp") and (not owners or owners & theirs):
+            return False
+        raise ChildConflict(f"{obj['kind']}/{meta['name']}", "being deleted" if found else "owned by another")
 
     def delete(self, obj: dict[str, Any]) -> None:
         """Delete a child, its pods first (foreground): it is gone only once they are."""
@@ -221,4 +238,4 @@ class Kube:
         self._call("POST", f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", body=event)
 
 
-__all__ = ["FIELD_MANAGER", "Kube", "current_namespace", "load_client"]
+__all__ = ["FIELD_MANAGER", "ChildConflict", "Kube", "current_namespace", "load_client"]

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -41,15 +41,33 @@ def _now() -> str:
 
 
 PeersLookup = Callable[[str, str], "list[Peer] | None"]
+StoragePeersLookup = Callable[[str], "list[StoragePeer] | None"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile ended in: the phase, and whether it differs from the phase stored before
+    (what the other releases of a target care about; a restart that changes nothing is no change)."""
+
+    phase: str | None
+    changed: bool = False
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, settings: OperatorSettings, peers: PeersLookup | None = None):
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        peers: PeersLookup | None = None,
+        storage_peers: StoragePeersLookup | None = None,
+    ):
         self.kube = kube
         self.settings = settings
-        # (namespace, target) -> the target's releases, from the operator's in-memory index; None
-        # (or no lookup) falls back to listing releases from the API server.
+        # (namespace, target) -> the target's releases and namespace -> its releases' placements,
+        # from the operator's in-memory indices; None (or no lookup) falls back to listing releases
+        # from the API server.
         self.peers = peers
+        self.storage_peers = storage_peers
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self.phases: dict[tuple[str, str], str | None] = {}
@@ -64,8 +82,8 @@ class Reconciler:
             self.phases.pop((namespace, name), None)
         metrics.publish_phases(self.phases)
 
-    def reconcile(self, namespace: str, name: str) -> str | None:
-        """Bring one release a step closer to its goal; returns its phase. Safe to call any time."""
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        """Bring one release a step closer to its goal. Safe to call any time."""
         started = time.perf_counter()
         try:
             with self._lock(namespace, name):
@@ -73,7 +91,7 @@ class Reconciler:
         except ApiException as exc:
             if exc.status == 403 and "NamespaceTerminating" in (exc.body or ""):
                 log.info("%s/%s: namespace is being deleted; nothing to do", namespace, name)
-                return None
+                return Outcome(None)
             metrics.RECONCILE_ERRORS.inc()
             raise
         except Exception:
@@ -82,11 +100,11 @@ class Reconciler:
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
-    def _reconcile(self, namespace: str, name: str) -> str | None:
+    def _reconcile(self, namespace: str, name: str) -> Outcome:
         obj = self.kube.get_release(namespace, name)
         if obj is None:
             self.forget(namespace, name)
-            return None
+            return Outcome(None)
         release = LegalModelRelease.from_object(obj)
         observed = self._observe(release)
         decision = decide(release, observed, self.settings, _now())
@@ -103,7 +121,7 @@ class Reconciler:
             observed = replace(observed, serving=self._observe_serving(release))
             decision = decide(release, observed, self.settings, _now())
         for child in decision.create:
-            self.kube.create(child)
+            self.kube.create(child)  # raises ChildConflict on a same-named object it does not own
         for child in decision.apply:
             self.kube.apply(child)
         for child in decision.delete:
@@ -126,10 +144,13 @@ class Reconciler:
         with self._guard:
             self.phases[(namespace, name)] = phase
         metrics.publish_phases(self.phases)
-        return phase
+        return Outcome(phase, changed=old.get("phase") != phase)
 
     def _storage_peers(self, namespace: str) -> tuple[StoragePeer, ...]:
-        """The placements of the namespace's releases, read once, when a release is about to start."""
+        """The placements of the namespace's releases, when a release is about to start."""
+        indexed = self.storage_peers(namespace) if self.storage_peers else None
+        if indexed is not None:
+            return tuple(indexed)
         peers = []
         for obj in self.kube.list_releases(namespace):
             try:
@@ -145,46 +166,44 @@ class Reconciler:
         log.info("%s/%s: generated the API key Secret %s", release.namespace, release.name, ref.secret)
 
     def _observe(self, release: LegalModelRelease) -> Observed:
-        ns = release.namespace
         if storage.is_deleting(release):
             return self._observe_deletion(release)
-        storage_job = None
-        if storage.retention_keep(release) is not None:
-            storage_job = self.kube.get("batch/v1", "Job", ns, storage.prune_job_name(release))
+        jobs = _Jobs(self.kube, release)
+        storage_job = jobs.get(storage.prune_job_name(release)) if storage.retention_keep(release) is not None else None
         trained, evaluated = settled_stages(release)
         if evaluated:
             # Status already holds both outcomes: only serving (and retention) need looking at.
-            return Observed(storage_job=storage_job, storage_pods=self._finished_pods(ns, storage_job))
-        training_job = None if trained else self.kube.get("batch/v1", "Job", ns, names.training_job_name(release))
+            return Observed(
+                storage_job=storage_job,
+                storage_pods=jobs.finished_pods(storage_job),
+                stale_children=tuple(jobs.stale),
+            )
+        training_job = None if trained else jobs.get(names.training_job_name(release))
         evaluation_job = None
         if release.spec.evaluation is not None and (trained or children.is_finished(training_job)):
-            evaluation_job = self.kube.get("batch/v1", "Job", ns, names.evaluation_job_name(release))
+            evaluation_job = jobs.get(names.evaluation_job_name(release))
+        in_flight = evaluation_job if evaluation_job is not None else training_job
         return Observed(
             training_job=training_job,
-            training_pods=self._finished_pods(ns, training_job),
+            training_pods=jobs.finished_pods(training_job),
             evaluation_job=evaluation_job,
-            evaluation_pods=self._finished_pods(ns, evaluation_job),
+            evaluation_pods=jobs.finished_pods(evaluation_job),
             storage_job=storage_job,
-            storage_pods=self._finished_pods(ns, storage_job),
+            storage_pods=jobs.finished_pods(storage_job),
+            waiting_pods=jobs.waiting_pods(in_flight),
+            stale_children=tuple(jobs.stale),
         )
 
     def _observe_deletion(self, release: LegalModelRelease) -> Observed:
         """A release being deleted: its stage Jobs (to stop them) and its reclaim Job."""
-        ns = release.namespace
-        reclaim = self.kube.get("batch/v1", "Job", ns, storage.reclaim_job_name(release))
+        jobs = _Jobs(self.kube, release)
+        reclaim = jobs.get(storage.reclaim_job_name(release))
         return Observed(
-            training_job=self.kube.get("batch/v1", "Job", ns, names.training_job_name(release)),
-            evaluation_job=self.kube.get("batch/v1", "Job", ns, names.evaluation_job_name(release)),
+            training_job=jobs.get(names.training_job_name(release)),
+            evaluation_job=jobs.get(names.evaluation_job_name(release)),
             storage_job=reclaim,
-            storage_pods=self._finished_pods(ns, reclaim),
+            storage_pods=jobs.finished_pods(reclaim),
         )
-
-    def _finished_pods(self, namespace: str, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
-        # Termination messages matter only once the Job is done; skip the list call before.
-        if job is None or not children.is_finished(job):
-            return ()
-        selector = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
-        return tuple(self.kube.list_pods(namespace, selector))
 
     def _observe_serving(self, release: LegalModelRelease) -> ServingView:
         ns = release.namespace
@@ -206,3 +225,37 @@ class Reconciler:
         key_meta = self.kube.get_metadata("v1", "Secret", ns, key.secret) if key else None
         key_version = (key_meta or {}).get("metadata", {}).get("resourceVersion")
         return ServingView(deployment=deployment, peers=tuple(peers), previous=previous, key_version=key_version)
+
+
+class _Jobs:
+    """The release's Jobs, read by name and trusted only when they are its own (policies/children.py:
+    owned_by); the others are noted as stale, for decide() to wait on."""
+
+    def __init__(self, kube: Kube, release: LegalModelRelease):
+        self.kube = kube
+        self.release = release
+        self.stale: list[str] = []
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        job = self.kube.get("batch/v1", "Job", self.release.namespace, name)
+        if job is not None and not children.owned_by(job, self.release.metadata.uid):
+            self.stale.append(f"Job/{name}")
+            return None
+        return job
+
+    def _pods(self, job: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+        selector = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
+        return tuple(self.kube.list_pods(self.release.namespace, selector))
+
+    def finished_pods(self, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
+        # Termination messages matter only once the Job is done; skip the list call before.
+        if job is None or not children.is_finished(job):
+            return ()
+        return self._pods(job)
+
+    def waiting_pods(self, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
+        """The pods of a Job that runs no ready pod yet: they say why they do not start. Once a pod
+        is ready (or the Job is done) there is nothing to list."""
+        if job is None or children.is_finished(job) or int((job.get("status") or {}).get("ready", 0)) > 0:
+            return ()
+        return self._pods(job)

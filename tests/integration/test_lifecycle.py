@@ -231,10 +231,11 @@ def test_operator_holds_exactly_the_chart_permissions(cluster: Cluster, operator
     # The reclaim finalizer (a release's metadata) and stopping a deleted release's Jobs.
     assert can("patch", "legalmodelreleases.twlegal.io") and can("delete", "jobs.batch")
     assert can("update", "legalmodelreleases.twlegal.io", "--subresource=finalizers")
+    # OwnerReferencesPermissionEnforcement: changing a target's owner references needs delete on it.
+    assert can("delete", "deployments.apps") and can("delete", "services")
     for verb, resource in [
         ("update", "legalmodelreleases.twlegal.io"),
         ("delete", "legalmodelreleases.twlegal.io"),
-        ("delete", "deployments.apps"),
         ("list", "secrets"),
         ("watch", "secrets"),
         ("update", "secrets"),

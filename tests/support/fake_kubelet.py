@@ -39,9 +39,18 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Waiting reasons of pods that never start, as the kubelet words them.
+_NEVER_STARTS = {
+    "image-pull": ("ImagePullBackOff", 'Back-off pulling image "{image}"'),
+    "config-error": ("CreateContainerConfigError", 'secret "hf-token" not found'),
+}
+
+
 @dataclass
 class Behaviour:
-    training: str = "succeed"  # succeed | fail | diverge | hold
+    # succeed | fail | diverge | hold | oom (exit 137, OOMKilled) | image-pull (ImagePullBackOff, never
+    # runs) | config-error (CreateContainerConfigError: a missing Secret or key, never runs)
+    training: str = "succeed"
     final_loss: float = 0.42
     evaluation: str = "score"  # score | hold
     score: float = 55.0
@@ -186,6 +195,13 @@ class FakeKubelet:
         behaviour = self.behaviours.get(labels.get("twlegal.io/release", ""), Behaviour())
         container = pod.spec.containers[0].name
         running = {"running": {"startedAt": _now()}}
+        if meta.uid not in self._started and component == "training" and behaviour.training in _NEVER_STARTS:
+            self._started[meta.uid] = time.monotonic()
+            reason, message = _NEVER_STARTS[behaviour.training]
+            waiting = {"waiting": {"reason": reason, "message": message.format(image=pod.spec.containers[0].image)}}
+            self._write(core, pod, "Pending", container, ready=False, state=waiting)
+            self._done.add(meta.uid)
+            return
         if meta.uid not in self._started:
             self._started[meta.uid] = time.monotonic()
             ready = not (component == "serving" and behaviour.serving in ("never-ready", "hold"))
@@ -210,6 +226,9 @@ class FakeKubelet:
         if component == "training":
             if behaviour.training == "hold":
                 return
+            if behaviour.training == "oom":  # the kernel's OOM killer: SIGKILL, no result written
+                self._finish(core, pod, container, 137, "", reason="OOMKilled")
+                return
             code, message = self._training_outcome(behaviour, labels)
         elif behaviour.evaluation == "hold":
             return
@@ -224,11 +243,13 @@ class FakeKubelet:
         if self.on_finish:
             self.on_finish(labels.get("twlegal.io/release", ""), component, time.monotonic())
 
-    def _finish(self, core: client.CoreV1Api, pod: Any, container: str, code: int, message: str) -> None:
+    def _finish(
+        self, core: client.CoreV1Api, pod: Any, container: str, code: int, message: str, reason: str = ""
+    ) -> None:
         state = {
             "terminated": {
                 "exitCode": code,
-                "reason": "Completed" if code == 0 else "Error",
+                "reason": reason or ("Completed" if code == 0 else "Error"),
                 "message": message,
                 "startedAt": _now(),
                 "finishedAt": _now(),

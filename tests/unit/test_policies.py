@@ -270,8 +270,11 @@ def test_a_deadline_left_by_someone_elses_rollout_does_not_roll_back_the_restore
     peers = (Peer("tiny-v1", "v0.1.0", "Serving", True), Peer("tiny-v2", "v0.2.0", "RolledBack", True))
     view = ServingView(deployment("tiny-v1", ready=False, deadline=True), peers)
     decision = decide(old, Observed(**{**_passed(old).__dict__, "serving": view}), SETTINGS, NOW)
-    assert decision.status["phase"] == "RollingOut", "it waits for its own template to come back"
-    assert decision.events[0].reason == "RolloutStarted"
+    assert decision.status["phase"] == "Serving", "it serves on while its own template comes back"
+    deployed = next(c for c in decision.status["conditions"] if c["type"] == "Deployed")
+    assert deployed["reason"] == "Updating" and [e.reason for e in decision.events] == ["UpdateStarted"]
+    pinned = next(o for o in decision.apply if o["kind"] == "Deployment")
+    assert pinned["spec"]["template"]["metadata"]["labels"]["twlegal.io/release"] == "tiny-v1"
 
 
 def test_a_hub_dataset_without_a_revision_is_flagged_once_as_a_condition_and_an_event():

@@ -89,7 +89,8 @@ def test_job_retries_preemption_but_not_code_errors():
     job = by_kind(render_stage(release(), "training", SETTINGS))["Job"]
     assert job["spec"]["backoffLimit"] == 3
     rules = job["spec"]["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    # A disruption is retried but counted against maxRetries (an Ignore would retry it forever).
+    assert rules[0] == {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     fail = rules[1]["onExitCodes"]
     assert rules[1]["action"] == "FailJob" and fail["operator"] == "NotIn"
     assert ExitCode.INTERRUPTED in fail["values"] and ExitCode.SUCCEEDED in fail["values"]

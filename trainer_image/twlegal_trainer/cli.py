@@ -46,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "torch.distributed.run",
             "--standalone",
             f"--nproc_per_node={config.processes}",
+            *_shutdown_timeout(config.shutdown_timeout_seconds),
             "-m",
             "twlegal_trainer.worker",
             "--config",
@@ -60,6 +61,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_termination_message(text)  # rank 0 has logged it already
         return int(TrainingResult.model_validate_json(text).exit_code())
     return int(ExitCode.FAILED) if code else 0
+
+
+def _shutdown_timeout(seconds: int) -> list[str]:
+    """torchrun's --shutdown-timeout where this torch has it (older builds, as in some CUDA base
+    images, kill the ranks 30 s after SIGTERM and have no flag to say otherwise)."""
+    from torch.distributed.run import get_args_parser
+
+    flags = get_args_parser()._option_string_actions  # argparse keeps no public list of flags
+    return [f"--shutdown-timeout={seconds}"] if "--shutdown-timeout" in flags else []
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -29,6 +29,12 @@ TRAINING_STARTED = "TrainingStarted"
 TRAINED_OK = "Trained"
 LOSS_DIVERGED = "LossDiverged"
 JOB_FAILED = "JobFailed"
+OOM_KILLED = "OOMKilled"
+# A stage pod that cannot start: the kubelet's or the scheduler's own reason is the condition's.
+UNSCHEDULABLE = "Unschedulable"
+IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+START_DEADLINE_EXCEEDED = "StartDeadlineExceeded"
+STALE_CHILDREN = "StaleChildren"  # an earlier release of this name still has objects here
 FINAL_LOSS_TOO_HIGH = "FinalLossTooHigh"
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -50,6 +56,11 @@ SERVING = "Serving"
 SUPERSEDED = "Superseded"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 ROLLED_BACK = "RolledBack"
+# A serving release's own Deployment changing (an edit, an operator upgrade, a rotated key).
+UPDATING = "Updating"
+UPDATE_STARTED = "UpdateStarted"
+UPDATE_ROLLED_BACK = "UpdateRolledBack"
+UPDATE_FAILED = "UpdateFailed"
 
 # --- storage -----------------------------------------------------------------------------------
 STORAGE_UNSET = "StorageUnset"

@@ -195,7 +195,15 @@ class Training(ApiModel):
         100, description="Save a resumable checkpoint every this many optimizer steps."
     )
     max_retries: Annotated[int, Field(ge=0, le=20)] = Field(
-        3, description="Retries after preemption or node loss; code errors are not retried."
+        3,
+        description="Retries of a pod that was preempted, evicted, lost with its node or OOMKilled (all "
+        "count); a code error is not retried.",
+    )
+    start_deadline_seconds: Annotated[int, Field(ge=10, le=86400)] = Field(
+        600,
+        description="A training or evaluation pod that cannot start for this long because of its image "
+        "(ImagePullBackOff) or its config (a missing Secret or key: CreateContainerConfigError) fails the "
+        "release. An unschedulable pod waits on (an autoscaler or a queue may bring the node) and says why.",
     )
 
 

@@ -103,6 +103,11 @@ class ServingStatus(WrittenSection):
     serving_since: str | None = Field(None, description="When this release started serving.")
     superseded_by: str | None = Field(None, description="Release that replaced this one.")
     served_until: str | None = Field(None, description="When a newer release took over the target.")
+    rejected_update: str | None = Field(
+        None,
+        description="Spec hash of an update of this release's Deployment that was rolled back; not tried again "
+        "until the release's spec or the operator's settings change it.",
+    )
 
 
 class ResolvedInput(StatusModel):

@@ -94,6 +94,9 @@ class TrainingConfig(ApiModel):
     checkpoint_every_steps: int = Field(ge=1)
     output_dir: str = Field(description="Absolute directory for the final weights.")
     hub_offline: bool = False
+    # How long torchrun lets the ranks finish after SIGTERM before it kills them (its own default is
+    # 30 s): most of the pod's grace period, so a multi-GPU checkpoint save is not cut short.
+    shutdown_timeout_seconds: int = Field(30, ge=1)
     # The release's spec, so the card the trainer writes beside the weights is rendered from the
     # same spec as `twlegal card` (the trainer itself reads only the fields above).
     spec: LegalModelReleaseSpec | None = None

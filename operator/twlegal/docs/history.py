@@ -15,7 +15,7 @@ from typing import Any
 from ..api.release import LegalModelRelease
 from ..api.status import Phase
 from ..policies import conditions as cond
-from ..policies.lifecycle import version_key
+from ..policies.plan import version_key
 from ..render import names
 
 MISSING = "—"

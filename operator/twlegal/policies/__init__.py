@@ -1,7 +1,8 @@
 """Pure decisions: (release, observed children) -> status, objects to apply, events."""
 
-from .lifecycle import decide, previous_release_name, settled_stages
-from .plan import Decision, Event, Observed, Peer, ServingView
+from .lifecycle import decide, settled_stages
+from .plan import Decision, Event, Observed, Peer, ServingView, version_key
+from .serving import previous_release_name
 from .storage import StoragePeer
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "decide",
     "previous_release_name",
     "settled_stages",
+    "version_key",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -114,3 +115,69 @@ def annotation(obj: dict[str, Any] | None, key: str) -> str | None:
     if not obj:
         return None
     return (obj.get("metadata", {}).get("annotations") or {}).get(key)
+
+
+# --- ownership ---------------------------------------------------------------------------------
+
+
+def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
+    """Whether a child found by name is this release's own and still live: its owner references carry
+    the release's UID and it is not being deleted. A release deleted and created again under the same
+    name finds the earlier one's children until garbage collection removes them."""
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    return bool(uid) and any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or [])
+
+
+# --- pods that do not start, and how pods ended ------------------------------------------------
+
+# Waiting reasons of the kubelet that do not pass by themselves: the image or the pod's config.
+IMAGE_PROBLEMS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+CONFIG_PROBLEMS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+
+
+@dataclass(frozen=True)
+class StartProblem:
+    reason: str  # the kubelet's or the scheduler's word: ImagePullBackOff, Unschedulable, ...
+    message: str
+    since: str  # when the pod was created (RFC 3339)
+    fatal: bool  # image and config problems fail the release after its start deadline
+
+
+def start_problem(pods: list[dict[str, Any]], container: str) -> StartProblem | None:
+    """Why the newest pod of a stage is not running yet, when it says so."""
+    for pod in sorted(pods, key=lambda p: str(p.get("metadata", {}).get("creationTimestamp") or ""), reverse=True):
+        since = str(pod.get("metadata", {}).get("creationTimestamp") or "")
+        status = pod.get("status") or {}
+        for cstatus in status.get("containerStatuses") or []:
+            waiting = (cstatus.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason", "")
+            if cstatus.get("name") == container and reason in IMAGE_PROBLEMS | CONFIG_PROBLEMS:
+                return StartProblem(reason, waiting.get("message") or reason, since, fatal=True)
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                reason = condition.get("reason") or "Unschedulable"
+                return StartProblem(reason, condition.get("message") or reason, since, fatal=False)
+        return None
+    return None
+
+
+def oom_killed(pods: list[dict[str, Any]], container: str) -> int:
+    """How many of the pods' `container` ended OOMKilled (the kernel's OOM killer: exit 137)."""
+    count = 0
+    for pod in pods:
+        for cstatus in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (cstatus.get("state") or {}).get("terminated") or {}
+            if cstatus.get("name") == container and terminated.get("reason") == "OOMKilled":
+                count += 1
+    return count
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds from one RFC 3339 time (as the API server writes them) to another."""
+
+    def parse(value: str) -> dt.datetime:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+    return (parse(end) - parse(start)).total_seconds()

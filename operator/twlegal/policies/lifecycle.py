@@ -22,21 +22,15 @@ from ..api.status import TERMINAL_PHASES, Phase
 from ..contracts.evaluation import EvaluationResult
 from ..contracts.training import TrainingResult
 from ..render import evaluation as render_evaluation
-from ..render import names, pod
-from ..render import serving as render_serving
+from ..render import names
 from ..render import storage as render_storage
 from ..render import training as render_training
 from ..render.settings import OperatorSettings
 from . import children, consistency, retention, storage
 from . import conditions as cond
 from .conditions import DEPLOYED, EVALUATED, INPUTS_PINNED, READY, TRAINED
-from .plan import Decision, Event, Observed, Peer, Plan, ServingView
-
-PREVIOUS_RELEASE_ANNOTATION = f"{names.ANNOTATION_PREFIX}/previous-release"
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.lstrip("v").split("."))
+from .plan import Decision, Event, Observed, Plan
+from .serving import serving
 
 
 def settled_stages(release: LegalModelRelease) -> tuple[bool, bool]:
@@ -57,6 +51,8 @@ def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSet
         return retention.reclaim(plan, observed, settings)
     retention.finalizer(plan)
     _inputs(plan)
+    if observed.stale_children:
+        return _stale_children(plan, observed.stale_children)
     retention.retention(plan, observed, settings)
     if plan.old.get("phase") in TERMINAL_PHASES:
         return plan.decision  # a failed, rejected or rolled-back release stays so; nothing more to do
@@ -73,7 +69,7 @@ def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSet
     if observed.serving is None:
         plan.decision.needs_serving = True
         return plan.decision
-    return _serving(plan, observed.serving, settings)
+    return serving(plan, observed.serving, settings)
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -90,6 +86,21 @@ def _inputs(plan: Plan) -> None:
             plan.decision.events.append(Event("Warning", findings[0].reason, findings[0].message))
     else:
         plan.condition(INPUTS_PINNED, "True", R.PINNED, "the base model and every hub dataset name a revision")
+
+
+def _stale_children(plan: Plan, stale: tuple[str, ...]) -> Decision:
+    """Objects under this release's names that belong to an earlier release of the same name (or are
+    being deleted): never read as this release's, never reused; wait until they are gone."""
+    message = (
+        f"waiting for {', '.join(stale)} to be deleted: it belongs to an earlier release named "
+        f"{plan.release.name} (garbage collection removes it); nothing is created until it is gone"
+    )
+    old = cond.get(plan.old.get("conditions") or [], READY)
+    if old is None or old.get("reason") != R.STALE_CHILDREN:
+        plan.decision.events.append(Event("Normal", R.STALE_CHILDREN, message))
+    plan.condition(READY, "False", R.STALE_CHILDREN, message)
+    plan.status["phase"] = plan.old.get("phase") or Phase.PENDING.value
+    return plan.decision
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -128,6 +139,11 @@ def _training(plan: Plan, observed: Observed, settings: OperatorSettings) -> Dec
     if result is not None:
         _record_training_result(plan, result)
 
+    if state.state in ("pending", "running"):
+        stuck = children.start_problem(list(observed.waiting_pods), render_training.CONTAINER)
+        if stuck is not None:
+            started = plan.old.get("phase") == Phase.TRAINING
+            return _cannot_start(plan, stuck, job, TRAINED, Phase.TRAINING if started else Phase.PENDING)
     if state.state == "pending" and plan.old.get("phase") != Phase.TRAINING:
         plan.condition(TRAINED, "Unknown", R.SCHEDULING, "waiting for the training pod to start")
         plan.condition(READY, "False", R.TRAINING, "the release is not trained yet")
@@ -147,9 +163,13 @@ def _training(plan: Plan, observed: Observed, settings: OperatorSettings) -> Dec
         detail = result.message if result else (raw or "").strip()[-2000:]
         message = "; ".join(part for part in (state.message, detail) if part) or state.reason
         reason = _STORAGE_OUTCOMES.get(result.outcome if result else "") or state.reason or R.JOB_FAILED
+        ooms = children.oom_killed(list(observed.training_pods), render_training.CONTAINER)
+        if ooms and reason not in _STORAGE_OUTCOMES.values():
+            reason, message = R.OOM_KILLED, _oom_message(release, ooms, state.attempts)
         plan.condition(TRAINED, "False", reason, message)
         plan.condition(READY, "False", R.FAILED, f"training failed (checkpoints are kept): {message}")
-        event_reason = reason if reason in _STORAGE_OUTCOMES.values() else f"Training{state.reason or 'Failed'}"
+        named = (*_STORAGE_OUTCOMES.values(), R.OOM_KILLED)
+        event_reason = reason if reason in named else f"Training{state.reason or 'Failed'}"
         return plan.phase(Phase.FAILED, event_reason, f"training Job {job_name} failed: {message}")
 
     # succeeded
@@ -171,6 +191,44 @@ def _training(plan: Plan, observed: Observed, settings: OperatorSettings) -> Dec
 
 # Trainer outcomes that are about the volume, not the code: their reason says so.
 _STORAGE_OUTCOMES = {"StorageFull": R.STORAGE_FULL, "StorageConflict": R.STORAGE_CONFLICT}
+
+
+def _oom_message(release: LegalModelRelease, ooms: int, attempts: int) -> str:
+    limit = release.spec.training.resources.memory or "none set: the node's memory"
+    return (
+        f"the trainer ran out of memory (OOMKilled in {ooms} of {attempts} attempts; memory limit {limit}): "
+        "lower spec.training.hyperparameters.perDeviceBatchSize (raise gradientAccumulationSteps to keep the "
+        "global batch), shorten spec.training.cutoffLength, or raise spec.training.resources.memory; "
+        "checkpoints are kept"
+    )
+
+
+def _cannot_start(
+    plan: Plan, problem: children.StartProblem, job: dict[str, Any], stage: str, waiting: Phase
+) -> Decision:
+    """A stage pod that does not start says why; an image or config problem fails the release after
+    the start deadline (and its Job goes: the waiting pod holds a node's GPUs)."""
+    name = "training" if stage == TRAINED else "evaluation"
+    deadline = plan.release.spec.training.start_deadline_seconds
+    waited = max(children.seconds_between(problem.since, plan.now), 0) if problem.since else 0
+    message = f"the {name} pod cannot start: {problem.reason}: {problem.message}"
+    if problem.fatal and waited >= deadline:
+        message += f" (for {waited:.0f} s; spec.training.startDeadlineSeconds is {deadline})"
+        plan.decision.delete.append(job)
+        plan.condition(stage, "False", problem.reason, message)
+        plan.condition(READY, "False", R.FAILED, f"{name} failed: {message}")
+        return plan.phase(Phase.FAILED, R.START_DEADLINE_EXCEEDED, message)
+    if problem.fatal:
+        message += f"; the release fails if it lasts {deadline} s (spec.training.startDeadlineSeconds)"
+    else:
+        message += "; waiting for a node (an autoscaler or a queue may bring one)"
+    old = cond.get(plan.old.get("conditions") or [], stage)
+    if old is None or old.get("reason") != problem.reason:
+        plan.decision.events.append(Event("Warning", problem.reason, message))
+    plan.condition(stage, "Unknown", problem.reason, message)
+    plan.condition(READY, "False", R.TRAINING if stage == TRAINED else R.EVALUATING, message)
+    plan.status["phase"] = waiting.value  # the Warning above is its event
+    return plan.decision
 
 
 def _storage_refused(plan: Plan, problem: storage.Finding) -> Decision:
@@ -222,6 +280,9 @@ def _evaluation(plan: Plan, observed: Observed, settings: OperatorSettings) -> D
         return plan.phase(Phase.EVALUATING, R.EVALUATION_STARTED, f"scoring on {bench}")
     state = children.job_state(job)
     if state.state in ("pending", "running"):
+        stuck = children.start_problem(list(observed.waiting_pods), render_evaluation.CONTAINER)
+        if stuck is not None:
+            return _cannot_start(plan, stuck, job, EVALUATED, Phase.EVALUATING)
         plan.condition(EVALUATED, "Unknown", R.EVALUATING, f"scoring on {bench}")
         plan.condition(READY, "False", R.EVALUATING, f"scoring on {bench}")
         return plan.phase(Phase.EVALUATING, R.EVALUATION_STARTED, f"scoring on {bench}")
@@ -247,132 +308,3 @@ def _gate(plan: Plan, score: float) -> Decision | None:
         return plan.phase(Phase.REJECTED, R.SCORE_BELOW_THRESHOLD, message)
     plan.condition(EVALUATED, "True", R.PASSED, f"score {score:g} >= minScore {spec.min_score:g}")
     return None
-
-
-# --- serving ----------------------------------------------------------------------------------
-
-
-def _serving(plan: Plan, view: ServingView, settings: OperatorSettings) -> Decision:
-    release = plan.release
-    target = names.serving_target(release)
-    me = Peer(release.name, release.spec.version, plan.status.get("phase"), True)
-    pinned = children.template_label(view.deployment, names.RELEASE_LABEL)
-    # Only a passed release pins the target, so the pinned one counts as passed even when the
-    # view of its status lags behind; a release deleted since no longer counts.
-    candidates = [
-        p
-        for p in view.peers
-        if p.name != release.name and p.phase not in TERMINAL_PHASES and (p.passed or p.name == pinned)
-    ]
-    newest = max([me, *candidates], key=lambda p: (version_key(p.version), p.created, p.name))
-    key = render_serving.api_key_ref(release, settings)
-    plan.section(
-        "serving",
-        target=target,
-        deployment=target,
-        service=target,
-        endpoint=render_serving.endpoint(release),
-        apiKeySecret=str(key) if key else None,
-    )
-    if newest.name == release.name and key is not None and key.generated and view.key_version is None:
-        # Serving is closed by default: no key named anywhere, so the target gets one of its own.
-        plan.decision.generate_key = key
-        return plan.decision
-
-    if newest.name != release.name:
-        if plan.old.get("phase") == Phase.SERVING and newest.phase != Phase.SERVING:
-            return plan.decision  # its pods serve until the newer release's are ready
-        serving = plan.status.get("serving") or {}
-        plan.section(
-            "serving",
-            supersededBy=newest.name,
-            servedUntil=serving.get("servedUntil") or (plan.now if serving.get("servingSince") else None),
-        )
-        plan.condition(DEPLOYED, "False", R.SUPERSEDED, f"{newest.name} ({newest.version}) serves {target}")
-        plan.condition(READY, "False", R.SUPERSEDED, f"{newest.name} ({newest.version}) serves {target}")
-        return plan.phase(Phase.SUPERSEDED, R.SUPERSEDED, f"{newest.name} ({newest.version}) now serves {target}")
-
-    previous_name = previous_release_name(release.name, view.deployment)
-    previous = view.previous if view.previous and view.previous.name == previous_name else None
-
-    if pinned == release.name:
-        rollout = children.rollout_state(view.deployment or {})
-        if rollout.state == "failed" and plan.old.get("phase") == Phase.ROLLING_OUT:
-            return _roll_back(plan, previous, rollout.message, settings, view.key_version)
-        # Otherwise the deadline belongs to a rollout this release did not start (e.g. the one
-        # rolled back to it): its own template is being restored, so wait for that.
-        plan.section("serving", readyReplicas=rollout.ready_replicas)
-        if rollout.state != "complete":
-            plan.decision.apply += _serving_objects(release, previous, settings, view.key_version)
-            plan.condition(DEPLOYED, "Unknown", R.ROLLING_OUT, rollout.message)
-            plan.condition(READY, "False", R.ROLLING_OUT, rollout.message)
-            return plan.phase(Phase.ROLLING_OUT, R.ROLLOUT_STARTED, f"rolling {target} to {release.spec.version}")
-        plan.decision.apply += _serving_objects(release, previous, settings, view.key_version)
-        plan.section(
-            "serving",
-            revision=release.spec.version,
-            servingSince=(plan.status.get("serving") or {}).get("servingSince") or plan.now,
-        )
-        plan.status["serving"].pop("supersededBy", None)  # serving again, e.g. after a newer one rolled back
-        plan.status["serving"].pop("servedUntil", None)
-        plan.condition(DEPLOYED, "True", R.ROLLOUT_COMPLETE, f"{target} serves {release.spec.version}")
-        plan.condition(READY, "True", R.SERVING, f"{target} serves {release.spec.version}")
-        return plan.phase(Phase.SERVING, R.SERVING, f"{target} serves {release.spec.version}")
-
-    # Pin the target to this release; remember who served before, for rollback.
-    plan.decision.apply += _serving_objects(release, previous, settings, view.key_version)
-    if previous is not None:
-        plan.section("serving", previousRevision=previous.spec.version)
-    plan.condition(DEPLOYED, "Unknown", R.ROLLING_OUT, f"rolling {target} to {release.spec.version}")
-    plan.condition(READY, "False", R.ROLLING_OUT, "new serving pods are not ready yet")
-    return plan.phase(Phase.ROLLING_OUT, R.ROLLOUT_STARTED, f"rolling {target} to {release.spec.version}")
-
-
-def previous_release_name(release_name: str, deployment: dict[str, Any] | None) -> str | None:
-    """Who served the target before `release_name` took it: the release pinned now, or, once
-    this release is pinned, the one the Deployment remembers."""
-    pinned = children.template_label(deployment, names.RELEASE_LABEL)
-    if pinned and pinned != release_name:
-        return pinned
-    return children.annotation(deployment, PREVIOUS_RELEASE_ANNOTATION) or None
-
-
-def _serving_objects(
-    release: LegalModelRelease,
-    previous: LegalModelRelease | None,
-    settings: OperatorSettings,
-    key_version: str | None,
-) -> list[dict[str, Any]]:
-    """Deployment, Service and NetworkPolicy pinned to `release`. Both releases own them, so deleting
-    the newer release alone never takes the target down (garbage collection waits for every owner)."""
-    objects = render_serving.render(release, settings, key_version)
-    for obj in objects:
-        meta = obj["metadata"]
-        if previous is not None and previous.metadata.uid:
-            meta["ownerReferences"] = [
-                *meta.get("ownerReferences", []),
-                pod.owner_reference(previous, controller=False),
-            ]
-        if obj["kind"] == "Deployment":
-            meta.setdefault("annotations", {})[PREVIOUS_RELEASE_ANNOTATION] = previous.name if previous else ""
-    return objects
-
-
-def _roll_back(
-    plan: Plan, previous: LegalModelRelease | None, why: str, settings: OperatorSettings, key_version: str | None
-) -> Decision:
-    release = plan.release
-    target = names.serving_target(release)
-    if previous is not None:
-        # The previous release pins the target again, remembering nobody before it.
-        # The key version holds only if the previous release reads the same Secret.
-        same_key = render_serving.api_key_ref(previous, settings) == render_serving.api_key_ref(release, settings)
-        plan.decision.apply += _serving_objects(previous, None, settings, key_version if same_key else None)
-        restored = f"; {target} serves {previous.spec.version} again"
-    else:
-        restored = "; there is no previous revision to restore"
-    message = f"new pods never became ready ({why}){restored}"
-    plan.section("serving", readyReplicas=0)
-    plan.condition(DEPLOYED, "False", R.PROGRESS_DEADLINE_EXCEEDED, message)
-    plan.condition(READY, "False", R.ROLLED_BACK, message)
-    return plan.phase(Phase.ROLLED_BACK, R.ROLLED_BACK, message)

@@ -23,6 +23,8 @@ class Peer:
     phase: str | None
     passed: bool
     created: str = ""
+    uid: str = ""
+    deleting: bool = False  # has a deletionTimestamp: never serves again
 
     @classmethod
     def of(cls, release: LegalModelRelease) -> Peer:
@@ -35,7 +37,18 @@ class Peer:
             status.get("phase"),
             passed,
             release.metadata.creation_timestamp or "",
+            release.metadata.uid or "",
+            release.metadata.deletion_timestamp is not None,
         )
+
+    def order(self) -> tuple[tuple[int, ...], str, str]:
+        """Which of a target's releases is newest: version, then creation time, then name. Every
+        release computes the same order, so two of one version never both step aside."""
+        return version_key(self.version), self.created, self.name
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.lstrip("v").split("."))
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,11 @@ class Observed:
     storage_peers: tuple[StoragePeer, ...] | None = None  # None: not looked at yet
     storage_job: dict[str, Any] | None = None  # the prune Job (or, while deleting, the reclaim Job)
     storage_pods: tuple[dict[str, Any], ...] = ()
+    # Pods of a stage Job that has not finished and has no ready pod: why it may not be starting.
+    waiting_pods: tuple[dict[str, Any], ...] = ()
+    # Children found under this release's names that it does not own (an earlier release of the same
+    # name, or one being deleted): "Kind/name" each. Nothing is created until they are gone.
+    stale_children: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

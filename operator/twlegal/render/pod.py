@@ -18,11 +18,18 @@ SHM_VOLUME = "dshm"
 
 
 def owner_reference(release: LegalModelRelease, *, controller: bool = True) -> dict[str, Any]:
+    assert release.metadata.uid, "only a release stored in a cluster can own objects"
+    return release_reference(release.name, release.metadata.uid, controller=controller)
+
+
+def release_reference(name: str, uid: str, *, controller: bool = False) -> dict[str, Any]:
+    """An owner reference to a release; blockOwnerDeletion, so foreground deletion waits for the child
+    (which needs `update` on legalmodelreleases/finalizers where OwnerReferencesPermissionEnforcement is on)."""
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "name": release.name,
-        "uid": release.metadata.uid,
+        "name": name,
+        "uid": uid,
         "controller": controller,
         "blockOwnerDeletion": True,
     }

@@ -19,6 +19,7 @@ from . import names, pod, storage
 from .settings import OperatorSettings
 
 CONTAINER = "trainer"
+SHUTDOWN_MARGIN_SECONDS = 20
 
 
 def training_config(release: LegalModelRelease, settings: OperatorSettings) -> TrainingConfig:
@@ -58,6 +59,8 @@ def training_config(release: LegalModelRelease, settings: OperatorSettings) -> T
         checkpoint_every_steps=training.checkpoint_every_steps,
         output_dir=storage.artifact_dir(release, settings),
         hub_offline=spec.hub.offline,
+        # The launcher needs a moment after the ranks to write the result before the kubelet's SIGKILL.
+        shutdown_timeout_seconds=max(settings.training_grace_seconds - SHUTDOWN_MARGIN_SECONDS, 1),
         spec=spec,
     )
 
@@ -77,10 +80,11 @@ def config_hash(config_map_obj: dict[str, Any]) -> str:
 
 
 def pod_failure_policy() -> dict[str, Any]:
-    """Preemption and eviction are retried (and do not use up retries); a code error is not."""
+    """Preemption, eviction, node loss and OOM (exit 137) are retried, each retry counted against
+    spec.training.maxRetries, so none can repeat forever; a code error fails the Job at once."""
     return {
         "rules": [
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             {
                 "action": "FailJob",
                 "onExitCodes": {
