@@ -144,6 +144,13 @@ class Reconciler:
         with self._guard:
             self.phases[(namespace, name)] = phase
         metrics.publish_phases(self.phases)
+        if (
+            storage.retention_keep(release) is None
+            and storage.retention_keep(_with_status(obj, decision.status)) is not None
+        ):
+            # Training just settled: retention acts on the status just written, and no other event
+            # may come (a failed release has no next stage), so decide once more now.
+            return replace(self._reconcile(namespace, name), changed=old.get("phase") != phase)
         return Outcome(phase, changed=old.get("phase") != phase)
 
     def _storage_peers(self, namespace: str) -> tuple[StoragePeer, ...]:
@@ -225,6 +232,10 @@ class Reconciler:
         key_meta = self.kube.get_metadata("v1", "Secret", ns, key.secret) if key else None
         key_version = (key_meta or {}).get("metadata", {}).get("resourceVersion")
         return ServingView(deployment=deployment, peers=tuple(peers), previous=previous, key_version=key_version)
+
+
+def _with_status(obj: dict[str, Any], status: dict[str, Any]) -> LegalModelRelease:
+    return LegalModelRelease.from_object({**obj, "status": status})
 
 
 class _Jobs:

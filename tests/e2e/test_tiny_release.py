@@ -2,8 +2,9 @@
 
 The tests run in order and build on each other (one cluster, one target): the first release is
 trained (its pod deleted once mid-run), evaluated and served; the second rolls the Deployment
-over under load; the third scores below its threshold and is rejected; then the chart is
-uninstalled. Each asserts what a user would see.
+over under load, its key is rotated and its own spec edited (both roll its pods in place); a third
+serves and is deleted, handing the target back; the first is deleted; a last one scores below its
+threshold and is rejected; then the chart is uninstalled. Each asserts what a user would see.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def release_variant(version: str, **changes) -> dict:
 
 
 SECOND = release_variant("v0.2.0", hyperparameters={"seed": 7, "learningRate": 4e-3})
+THIRD = release_variant("v0.2.1", hyperparameters={"seed": 11})
 REJECTED = release_variant("v0.3.0", evaluation={"minScore": 100})
 
 
@@ -209,6 +211,77 @@ def test_a_rotated_key_rolls_the_serving_pods_with_zero_failed_requests(e2e):
         "logs", "-n", steps.OPERATOR_NAMESPACE, "deployment/twlegal-operator", check=False
     ).stdout
     assert new_key not in objects and old_key not in objects and new_key not in operator_log
+
+
+def phases_while(e2e: steps.E2ECluster, name: str, seen: set[str], until) -> None:
+    """Record the release's phases until `until()` holds (polled each second)."""
+    deadline = time.monotonic() + 600
+    while not until() and time.monotonic() < deadline:
+        seen.add(status(e2e, name).get("phase"))
+        time.sleep(1)
+    assert until(), f"timed out; phases seen: {seen}"
+
+
+def test_a_serving_releases_own_update_rolls_in_place_with_zero_failed_requests(e2e):
+    """An edit of the serving release's extraArgs: its pods roll, it stays Serving throughout."""
+    name = SECOND["metadata"]["name"]
+    second = status(e2e, name)
+    base_url = steps.service_url(e2e, second["serving"]["service"])
+    old_pods = {p["metadata"]["name"] for p in serving_pods(e2e, name)}
+    seen: set[str] = set()
+    with steps.ClientLoop(e2e, base_url, MODEL) as loop:
+        time.sleep(3)
+        patch = {"spec": {"serving": {"extraArgs": ["--max-num-seqs", "8"]}}}
+        e2e.cluster.kubectl("patch", "lmr", name, "-n", steps.NAMESPACE, "--type=merge", "-p", json.dumps(patch))
+
+        def rolled() -> bool:
+            pods = serving_pods(e2e, name)
+            st = status(e2e, name)
+            deployed = next((c for c in st.get("conditions", []) if c["type"] == "Deployed"), {})
+            return bool(
+                pods
+                and not old_pods & {p["metadata"]["name"] for p in pods}
+                and all(c.get("ready") for p in pods for c in p["status"].get("containerStatuses", []))
+                and deployed.get("reason") == "RolloutComplete"
+            )
+
+        phases_while(e2e, name, seen, rolled)
+        time.sleep(5)
+        records = loop.stop()
+    failed = [r for r in records if not r["ok"]]
+    print(f"\nupdate of the serving release, {len(records)} requests, {len(failed)} failed; phases {seen}")
+    assert not failed, f"{len(failed)} of {len(records)} requests failed during the update: {failed[:3]}"
+    assert len(records) >= 20
+    assert seen == {"Serving"}, "an update of the serving release never leaves Serving"
+    args = e2e.cluster.get_json("deployment", TARGET, "-n", steps.NAMESPACE)["spec"]["template"]["spec"]
+    assert "--max-num-seqs" in args["containers"][0]["args"]
+
+
+def test_deleting_the_serving_release_hands_the_target_back_with_zero_failed_requests(e2e):
+    """A newer release serves; deleting it re-pins the target to the newest remaining one."""
+    e2e.cluster.apply(THIRD)
+    wait_phase(e2e, THIRD["metadata"]["name"], {"Serving"})
+    assert deployment_revision(e2e) == "v0.2.1"
+    base_url = steps.service_url(e2e, status(e2e, THIRD["metadata"]["name"])["serving"]["service"])
+    with steps.ClientLoop(e2e, base_url, MODEL) as loop:
+        time.sleep(3)
+        e2e.cluster.kubectl("delete", "lmr", THIRD["metadata"]["name"], "-n", steps.NAMESPACE, "--wait=false")
+        wait_phase(e2e, SECOND["metadata"]["name"], {"Serving"}, timeout=300)
+        wait_for(
+            "the deleted release's pods to be gone",
+            lambda: not serving_pods(e2e, THIRD["metadata"]["name"]),
+            timeout=300,
+            interval=1,
+        )
+        time.sleep(5)
+        records = loop.stop()
+    failed = [r for r in records if not r["ok"]]
+    timeline = revision_runs(records)
+    print(f"\ndeleting the serving release, {len(records)} requests: {timeline}")
+    assert not failed, f"{len(failed)} of {len(records)} requests failed while the target was re-pinned: {timeline}"
+    assert len(records) >= 20
+    assert [r["revisions"] for r in records][-3:] == [["v0.2.0"]] * 3, timeline
+    assert deployment_revision(e2e) == "v0.2.0"
 
 
 def test_deleting_the_superseded_release_frees_its_directories_with_zero_failed_requests(e2e):
