@@ -41,7 +41,8 @@ log = logging.getLogger("twlegal.operator")
 MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
 STAGE_COMPONENTS = ("training", "evaluation")
 # Phases a release settles in: nothing changes them but an event (the resync leaves them alone).
-SETTLED = frozenset({Phase.SERVING, Phase.SUPERSEDED, Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
+# Serving is resynced: a rotated key Secret (which the operator may not watch) is noticed that way.
+SETTLED = frozenset({Phase.SUPERSEDED, Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
 # Phases a release enters that the other releases of its target must hear about at once: a new one
 # rolls out or serves (the serving one steps aside), one is rolled back (the one before pins again).
 TOLD_TO_PEERS = frozenset({Phase.ROLLING_OUT, Phase.SERVING, Phase.ROLLED_BACK})

@@ -49,9 +49,6 @@ class Retries:
         with self._guard:
             self._failures.pop(key, None)
 
-    def failures(self, key: Key) -> int:
-        return self._failures.get(key, (0, 0.0))[0]
-
     def due(self, releases: Iterable[tuple[str, P]], *, settled: Collection[str]) -> list[tuple[str, P]]:
         """The releases to reconcile now: each failed one whose backoff has passed, and, once per resync
         interval, each one not settled (a release that never reconciled has no phase: not settled)."""
