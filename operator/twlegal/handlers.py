@@ -29,9 +29,10 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from .api.release import GROUP, PLURAL, VERSION, LegalModelRelease
-from .api.status import Phase
+from .api.status import TERMINAL_PHASES, Phase
 from .kube import ChildConflict, Kube
-from .policies import Peer, StoragePeer
+from .policies import Peer, StoragePeer, children
+from .policies.serving import PREVIOUS_RELEASE_ANNOTATION
 from .reconciler import Reconciler
 from .render import names
 from .render.settings import OperatorSettings
@@ -168,7 +169,7 @@ def _tell_peers(namespace: str, target: str, changed: str) -> None:
     behind it need no news: nothing changed for them."""
     peers = [p for p in _peers(namespace, target) or [] if p.name != changed and not p.deleting]
     told = {p.name for p in peers if p.phase in (Phase.ROLLING_OUT, Phase.SERVING)}
-    contenders = [p for p in peers if p.passed and p.phase not in (Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK)]
+    contenders = [p for p in peers if p.passed and p.phase not in TERMINAL_PHASES]
     if contenders:
         told.add(max(contenders, key=Peer.order).name)
     for name in sorted(told):
@@ -241,9 +242,11 @@ def deployment_event(namespace: str | None, labels: kopf.Labels, body: kopf.Body
     namespace = _namespaced(namespace)
     _remember_indices(kwargs)
     target = labels.get(names.TARGET_LABEL, "")
-    template = body.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {}
-    annotations = body.get("metadata", {}).get("annotations") or {}
-    concerned = {template.get(names.RELEASE_LABEL), annotations.get(f"{names.ANNOTATION_PREFIX}/previous-release")}
+    deployment = dict(body)
+    concerned = {
+        children.template_label(deployment, names.RELEASE_LABEL),
+        children.annotation(deployment, PREVIOUS_RELEASE_ANNOTATION),
+    }
     for peer in _peers(namespace, target) or []:
         if peer.name in concerned or peer.phase in (Phase.ROLLING_OUT, Phase.SERVING):
             _reconcile(namespace, peer.name)
