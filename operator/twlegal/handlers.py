@@ -11,7 +11,9 @@
 - a release's phase changes in a way its target's other releases care about -> reconcile those
 - every second, the releases whose event-driven reconcile failed (backoff due) and, every
   `resync_seconds`, the releases still in flight (start deadlines, missed events). Settled releases
-  (serving, superseded, finished) are watched through their Deployment and Jobs, not resynced.
+  (serving, superseded, finished) are watched through their Deployment and Jobs, not resynced; a
+  serving release is reconciled then only if its key Secret changed (a rotation: one metadata GET
+  per Secret, since the operator may not watch Secrets).
 Why not kopf timers for that: kopf puts a finalizer on every object that has a timer or a daemon,
 so no release could be deleted while the operator is down or uninstalled.
 Nothing here decides anything; see policies/.
@@ -41,9 +43,9 @@ from .retries import Retries
 log = logging.getLogger("twlegal.operator")
 MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
 STAGE_COMPONENTS = ("training", "evaluation")
-# Phases a release settles in: nothing changes them but an event (the resync leaves them alone).
-# Serving is resynced: a rotated key Secret (which the operator may not watch) is noticed that way.
-SETTLED = frozenset({Phase.SUPERSEDED, Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
+# Phases a release settles in: nothing changes them but an event (the resync leaves them alone, but
+# for a serving release's key Secret, which the operator may not watch).
+SETTLED = frozenset({Phase.SERVING, Phase.SUPERSEDED, Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
 # Phases a release enters that the other releases of its target must hear about at once: a new one
 # rolls out or serves (the serving one steps aside), one is rolled back (the one before pins again).
 TOLD_TO_PEERS = frozenset({Phase.ROLLING_OUT, Phase.SERVING, Phase.ROLLED_BACK})
@@ -263,8 +265,13 @@ def _resync_loop(stop: threading.Event) -> None:
         if index is None:
             continue
         releases = [(ns, p) for (ns, _target), peers in list(index.items()) for p in peers]
-        for namespace, peer in _state["retries"].due(releases, settled=SETTLED):
+        due = _state["retries"].due(releases, settled=SETTLED)
+        for namespace, peer in due.releases:
             _reconcile(namespace, peer.name)
+        if due.resync:
+            serving = [(ns, p.name) for ns, p in releases if p.phase == Phase.SERVING]
+            for namespace, name in reconciler().rotated_keys(serving):
+                _reconcile(namespace, name)
 
 
 def run(

@@ -16,6 +16,8 @@ RECONCILE_SECONDS = Histogram(
     "Time to reconcile one release",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# By namespace (a bounded label): which tenant's releases keep the operator busy.
+RECONCILES = Counter("twlegal_reconciles_total", "Reconciles of a release, by its namespace", ["namespace"])
 RECONCILE_ERRORS = Counter("twlegal_reconcile_errors_total", "Reconciles that raised an error")
 TRANSITIONS = Counter("twlegal_phase_transitions_total", "Phase transitions", ["phase"])
 API_REQUESTS = Counter("twlegal_api_requests_total", "Requests the operator sent to the API server", ["verb"])

@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from . import metrics
 from .api.release import LegalModelRelease
+from .api.status import Phase
 from .kube import Kube
 from .policies import (
     Observed,
@@ -71,6 +72,9 @@ class Reconciler:
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self.phases: dict[tuple[str, str], str | None] = {}
+        # (namespace, release) -> (key Secret, its resourceVersion) as a serving release's last
+        # reconcile read them: the operator may not watch Secrets, so rotated_keys() compares.
+        self.keys: dict[tuple[str, str], tuple[str, str | None]] = {}
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -80,11 +84,13 @@ class Reconciler:
         with self._guard:
             self._locks.pop((namespace, name), None)
             self.phases.pop((namespace, name), None)
+            self.keys.pop((namespace, name), None)
         metrics.publish_phases(self.phases)
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         """Bring one release a step closer to its goal. Safe to call any time."""
         started = time.perf_counter()
+        metrics.RECONCILES.labels(namespace=namespace).inc()
         try:
             with self._lock(namespace, name):
                 return self._reconcile(namespace, name)
@@ -143,6 +149,7 @@ class Reconciler:
             log.info("%s/%s: %s -> %s", namespace, name, old.get("phase") or "-", phase)
         with self._guard:
             self.phases[(namespace, name)] = phase
+            self._remember_key((namespace, name), release, phase, observed.serving)
         metrics.publish_phases(self.phases)
         if (
             storage.retention_keep(release) is None
@@ -152,6 +159,34 @@ class Reconciler:
             # may come (a failed release has no next stage), so decide once more now.
             return replace(self._reconcile(namespace, name), changed=old.get("phase") != phase)
         return Outcome(phase, changed=old.get("phase") != phase)
+
+    def _remember_key(
+        self, key: tuple[str, str], release: LegalModelRelease, phase: str | None, serving: ServingView | None
+    ) -> None:
+        ref = render_serving.api_key_ref(release, self.settings)
+        if phase == Phase.SERVING and serving is not None and ref is not None:
+            self.keys[key] = (ref.secret, serving.key_version)
+        else:
+            self.keys.pop(key, None)
+
+    def rotated_keys(self, releases: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The serving releases among `releases` (namespace, name) whose key Secret changed since
+        their last reconcile read it: one metadata GET per Secret, however many releases share it."""
+        with self._guard:
+            known = {release: self.keys[release] for release in releases if release in self.keys}
+        by_secret: defaultdict[tuple[str, str], list[tuple[tuple[str, str], str | None]]] = defaultdict(list)
+        for (namespace, name), (secret, version) in known.items():
+            by_secret[(namespace, secret)].append(((namespace, name), version))
+        rotated = []
+        for (namespace, secret), readers in by_secret.items():
+            try:
+                meta = self.kube.get_metadata("v1", "Secret", namespace, secret)
+            except ApiException as exc:  # the next resync looks again
+                log.warning("key Secret %s/%s not read: %s %s", namespace, secret, exc.status, exc.reason)
+                continue
+            version = (meta or {}).get("metadata", {}).get("resourceVersion")
+            rotated += [release for release, seen in readers if seen != version]
+        return rotated
 
     def _storage_peers(self, namespace: str) -> tuple[StoragePeer, ...]:
         """The placements of the namespace's releases, when a release is about to start."""

@@ -3,7 +3,8 @@
 A reconcile that an event started and that failed is retried with a backoff that doubles from one
 second up to the resync interval, until it succeeds. A release still in flight (not settled) is
 visited every resync interval: that is what notices a start deadline passing or an event missed.
-Settled releases are left to their events.
+Settled releases are left to their events (the resync tick also tells the caller, which checks the
+key Secrets of serving releases then: see Reconciler.rotated_keys).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -25,6 +26,12 @@ class HasPhase(Protocol):
 
 
 P = TypeVar("P", bound=HasPhase)
+
+
+@dataclass(frozen=True)
+class Due(Generic[P]):
+    releases: list[tuple[str, P]]  # to reconcile now
+    resync: bool  # this is a resync tick (once per resync interval)
 
 
 @dataclass
@@ -49,7 +56,7 @@ class Retries:
         with self._guard:
             self._failures.pop(key, None)
 
-    def due(self, releases: Iterable[tuple[str, P]], *, settled: Collection[str]) -> list[tuple[str, P]]:
+    def due(self, releases: Iterable[tuple[str, P]], *, settled: Collection[str]) -> Due[P]:
         """The releases to reconcile now: each failed one whose backoff has passed, and, once per resync
         interval, each one not settled (a release that never reconciled has no phase: not settled)."""
         now = self.clock()
@@ -63,4 +70,4 @@ class Retries:
             failure = failures.get((namespace, release.name))
             if (failure is not None and failure[1] <= now) or (resync and release.phase not in settled):
                 chosen.append((namespace, release))
-        return chosen
+        return Due(chosen, resync)

@@ -9,6 +9,7 @@ from tests.unit.test_policies import NOW, SETTINGS, _passed, job, release
 from twlegal.policies import Observed, Peer, ServingView, decide
 from twlegal.policies import serving as serving_policy
 from twlegal.policies.children import owned_by, start_problem
+from twlegal.reconciler import Reconciler
 from twlegal.retries import Retries
 
 
@@ -266,17 +267,57 @@ def test_failed_reconciles_are_retried_with_a_doubling_backoff_and_in_flight_one
         Peer("c", "v1.0.0", "Serving", True),
     )
     releases = [("ns", a), ("ns", b), ("ns", c)]
-    assert [p.name for _, p in retries.due(releases, settled={"Serving"})] == ["a"], "never reconciled: in flight"
+    first = retries.due(releases, settled={"Serving"})
+    assert [p.name for _, p in first.releases] == ["a"] and first.resync, "never reconciled: in flight"
     retries.failed(("ns", "c"))
-    assert retries.due(releases, settled={"Serving"}) == [], "backoff 1 s not passed, resync not due"
+    assert retries.due(releases, settled={"Serving"}).releases == [], "backoff 1 s not passed, resync not due"
     now[0] = 1.0
-    assert [p.name for _, p in retries.due(releases, settled={"Serving"})] == ["c"]
+    assert [p.name for _, p in retries.due(releases, settled={"Serving"}).releases] == ["c"]
     retries.failed(("ns", "c"))
     now[0] = 2.5
-    assert retries.due(releases, settled={"Serving"}) == [], "second failure: 2 s"
+    assert retries.due(releases, settled={"Serving"}).releases == [], "second failure: 2 s"
     now[0] = 3.0
-    assert [p.name for _, p in retries.due(releases, settled={"Serving"})] == ["c"]
+    assert [p.name for _, p in retries.due(releases, settled={"Serving"}).releases] == ["c"]
     retries.succeeded(("ns", "c"))
+    assert not retries.due(releases, settled={"Serving"}).resync
     now[0] = 61.0
-    assert [p.name for _, p in retries.due(releases, settled={"Serving"})] == ["a"]
+    again = retries.due(releases, settled={"Serving"})
+    assert [p.name for _, p in again.releases] == ["a"] and again.resync
     assert [retries.delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+class _SecretVersions:
+    """Just the one read rotated_keys makes: a Secret's metadata, counted."""
+
+    def __init__(self, versions):
+        self.versions = versions
+        self.reads = []
+
+    def get_metadata(self, api_version, kind, namespace, name):
+        self.reads.append((kind, namespace, name))
+        version = self.versions.get((namespace, name))
+        return None if version is None else {"metadata": {"resourceVersion": version}}
+
+
+def test_a_rotated_key_is_found_with_one_read_per_secret_and_only_serving_releases_are_checked():
+    kube = _SecretVersions({("ns", "shared-key"): "7", ("ns", "own-key"): "3"})
+    reconciler = Reconciler(kube, SETTINGS)
+    reconciler.keys = {
+        ("ns", "a"): ("shared-key", "5"),  # rotated since its last reconcile
+        ("ns", "b"): ("shared-key", "7"),
+        ("ns", "c"): ("own-key", "3"),
+        ("ns", "d"): ("gone-key", "1"),  # deleted by hand: a new one is generated
+    }
+    assert sorted(reconciler.rotated_keys([("ns", "a"), ("ns", "b"), ("ns", "c"), ("ns", "d")])) == [
+        ("ns", "a"),
+        ("ns", "d"),
+    ]
+    assert sorted(kube.reads) == [
+        ("Secret", "ns", "gone-key"),
+        ("Secret", "ns", "own-key"),
+        ("Secret", "ns", "shared-key"),
+    ]
+    kube.reads.clear()
+    assert reconciler.rotated_keys([("ns", "e")]) == [] and kube.reads == [], "never reconciled while serving"
+    reconciler.forget("ns", "a")
+    assert reconciler.rotated_keys([("ns", "a")]) == [] and kube.reads == []

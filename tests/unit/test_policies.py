@@ -109,6 +109,26 @@ def test_trained_and_passing_release_asks_to_see_its_serving_target():
     assert decision.status["training"]["finalLoss"] == 0.4 and decision.status["evaluation"]["passed"] is True
 
 
+def test_the_first_rollout_serves_the_checksum_the_training_result_brings_in_the_same_reconcile():
+    # Seen in the benchmark: the Deployment was rendered from the status read before the result
+    # arrived, so every new target rolled out twice (once without --checksum, once with it).
+    checksum = "sha256:" + "ab" * 32
+    result = TrainingResult(
+        outcome="Succeeded", final_loss=0.4, global_step=40, artifact_path="/mnt/twlegal/releases/x", checksum=checksum
+    )
+    obs = Observed(
+        training_job=job(("Complete", "CompletionsReached")),
+        training_pods=(pod("trainer", result.termination_message()),),
+        evaluation_job=job(("Complete", "CompletionsReached"), name="tiny-v1-eval"),
+        evaluation_pods=(scored(80.0),),
+        serving=ServingView(deployment=None, peers=(), key_version="1"),
+    )
+    decision = decide(release(), obs, SETTINGS, NOW)
+    (deployment,) = [o for o in decision.apply if o["kind"] == "Deployment"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--checksum") + 1] == checksum and decision.status["artifact"]["checksum"] == checksum
+
+
 def test_score_below_threshold_is_rejected():
     obs = Observed(
         training_job=job(("Complete", "x")),

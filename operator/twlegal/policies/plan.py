@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.release import LegalModelRelease
-from ..api.status import SECTIONS, WARNING_PHASES, Phase
+from ..api.status import SECTIONS, WARNING_PHASES, LegalModelReleaseStatus, Phase
 from ..render import serving as render_serving
 from . import conditions as cond
 from .conditions import EVALUATED, TRAINED
@@ -120,6 +120,12 @@ class Plan:
             generation=self.release.metadata.generation,
             now=self.now,
         )
+
+    def planned_release(self) -> LegalModelRelease:
+        """The release with the status this decision writes: what serving renders from (the weights'
+        checksum a training result brought in this very reconcile, not the status read before it,
+        or the target's first rollout would be followed at once by a second one)."""
+        return self.release.model_copy(update={"status": LegalModelReleaseStatus.model_validate(self.status)})
 
     def section(self, key: str, **values: Any) -> None:
         """Merge `values` (camelCase, as on the wire) into a status section, through its model."""

@@ -65,7 +65,7 @@ def candidates(view: ServingView, me: str) -> list[Peer]:
 
 
 def serving(plan: Plan, view: ServingView, settings: OperatorSettings) -> Decision:
-    release = plan.release
+    release = plan.planned_release()
     target = names.serving_target(release)
     me = replace(Peer.of(release), phase=plan.status.get("phase"), passed=True)
     others = candidates(view, release.name)
