@@ -207,7 +207,12 @@ def release_event(
         _tell_peers(namespace, _target(spec), name)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+def _job_has_status(status: kopf.Status, **_: Any) -> bool:
+    # A Job just created has no status: the reconcile that created it knows all it says.
+    return bool(status)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED, when=_job_has_status)
 def job_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
     namespace = _namespaced(namespace)
     _remember_indices(kwargs)
@@ -225,9 +230,14 @@ def _phase(namespace: str, labels: kopf.Labels) -> str | None:
     return next((p.phase for p in peers if p.name == labels.get(names.RELEASE_LABEL)), None)
 
 
-def _waiting_stage_pod(labels: kopf.Labels, status: kopf.Status, **_: Any) -> bool:
-    # Only a pod not running yet can tell why it does not start; the rest reach us through the Job.
-    return labels.get(names.COMPONENT_LABEL) in STAGE_COMPONENTS and status.get("phase") in (None, "Pending")
+def _waiting_stage_pod(labels: kopf.Labels, status: kopf.Status, body: kopf.Body, **_: Any) -> bool:
+    # Only a pod not running yet can tell why it does not start, and only once its status names a
+    # reason (a pod just created or still pulling tells nothing); the rest reach us through the Job.
+    return (
+        labels.get(names.COMPONENT_LABEL) in STAGE_COMPONENTS
+        and status.get("phase") in (None, "Pending")
+        and children.tells_why_not_started(dict(body))
+    )
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED, when=_waiting_stage_pod)

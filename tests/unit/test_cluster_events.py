@@ -8,7 +8,7 @@ import copy
 from tests.unit.test_policies import NOW, SETTINGS, _passed, job, release
 from twlegal.policies import Observed, Peer, ServingView, decide
 from twlegal.policies import serving as serving_policy
-from twlegal.policies.children import owned_by, start_problem
+from twlegal.policies.children import owned_by, start_problem, tells_why_not_started
 from twlegal.reconciler import Reconciler
 from twlegal.retries import Retries
 
@@ -170,6 +170,14 @@ def unschedulable_pod(message):
 
 def pending(rel, *pods):
     return decide(rel, Observed(training_job=job(), waiting_pods=tuple(pods)), SETTINGS, NOW)
+
+
+def test_only_a_pod_that_names_why_it_does_not_start_is_worth_a_reconcile():
+    assert tells_why_not_started(waiting_pod("ImagePullBackOff"))
+    assert tells_why_not_started(waiting_pod("CreateContainerConfigError"))
+    assert tells_why_not_started(unschedulable_pod("0/1 nodes are available: 1 Insufficient nvidia.com/gpu."))
+    assert not tells_why_not_started(waiting_pod("ContainerCreating")), "still starting: nothing to say"
+    assert not tells_why_not_started({"metadata": {}, "status": {"phase": "Pending"}}), "just created"
 
 
 def test_an_image_that_cannot_be_pulled_is_named_then_fails_the_release_after_the_start_deadline():

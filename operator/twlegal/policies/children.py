@@ -163,6 +163,16 @@ def start_problem(pods: list[dict[str, Any]], container: str) -> StartProblem | 
     return None
 
 
+def tells_why_not_started(pod: dict[str, Any]) -> bool:
+    """Whether a pod's status names what start_problem() reads: an image or config error of a
+    container, or no node for it. A pod just created (no reason yet) tells nothing."""
+    status = pod.get("status") or {}
+    for cstatus in status.get("containerStatuses") or []:
+        if ((cstatus.get("state") or {}).get("waiting") or {}).get("reason") in IMAGE_PROBLEMS | CONFIG_PROBLEMS:
+            return True
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "False" for c in status.get("conditions") or [])
+
+
 def oom_killed(pods: list[dict[str, Any]], container: str) -> int:
     """How many of the pods' `container` ended OOMKilled (the kernel's OOM killer: exit 137)."""
     count = 0
