@@ -181,8 +181,8 @@ class Reconciler:
         for (namespace, secret), readers in by_secret.items():
             try:
                 meta = self.kube.get_metadata("v1", "Secret", namespace, secret)
-            except ApiException as exc:  # the next resync looks again
-                log.warning("key Secret %s/%s not read: %s %s", namespace, secret, exc.status, exc.reason)
+            except Exception as exc:  # noqa: BLE001 - an API server away: the next resync looks again
+                log.warning("key Secret %s/%s not read (the next resync tries again): %s", namespace, secret, exc)
                 continue
             version = (meta or {}).get("metadata", {}).get("resourceVersion")
             rotated += [release for release, seen in readers if seen != version]

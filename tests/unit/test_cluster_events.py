@@ -303,6 +303,8 @@ class _SecretVersions:
 
     def get_metadata(self, api_version, kind, namespace, name):
         self.reads.append((kind, namespace, name))
+        if name == "unreachable":
+            raise ConnectionError("the API server is restarting")
         version = self.versions.get((namespace, name))
         return None if version is None else {"metadata": {"resourceVersion": version}}
 
@@ -327,5 +329,8 @@ def test_a_rotated_key_is_found_with_one_read_per_secret_and_only_serving_releas
     ]
     kube.reads.clear()
     assert reconciler.rotated_keys([("ns", "e")]) == [] and kube.reads == [], "never reconciled while serving"
+    reconciler.keys[("ns", "f")] = ("unreachable", "1")
+    assert reconciler.rotated_keys([("ns", "f"), ("ns", "c")]) == [], "a failed read is tried at the next resync"
+    kube.reads.clear()
     reconciler.forget("ns", "a")
     assert reconciler.rotated_keys([("ns", "a")]) == [] and kube.reads == []
