@@ -20,7 +20,11 @@ RECONCILE_SECONDS = Histogram(
 RECONCILES = Counter("twlegal_reconciles_total", "Reconciles of a release, by its namespace", ["namespace"])
 RECONCILE_ERRORS = Counter("twlegal_reconcile_errors_total", "Reconciles that raised an error")
 TRANSITIONS = Counter("twlegal_phase_transitions_total", "Phase transitions", ["phase"])
-API_REQUESTS = Counter("twlegal_api_requests_total", "Requests the operator sent to the API server", ["verb"])
+QUEUE_DEPTH = Gauge("twlegal_workqueue_depth", "Releases waiting on the work queue for a reconcile")
+# By verb and resource (plural, "status" for status writes): which reads and writes dominate.
+API_REQUESTS = Counter(
+    "twlegal_api_requests_total", "Requests the operator sent to the API server", ["verb", "resource"]
+)
 
 
 def publish_phases(phases: Mapping[Any, str | None]) -> None:

@@ -10,7 +10,6 @@ from twlegal.policies import Observed, Peer, ServingView, decide
 from twlegal.policies import serving as serving_policy
 from twlegal.policies.children import owned_by, start_problem, tells_why_not_started
 from twlegal.reconciler import Reconciler
-from twlegal.retries import Retries
 
 
 def condition(decision, type_):
@@ -263,35 +262,7 @@ def test_the_runner_up_owns_the_targets_objects_so_deleting_the_serving_release_
         assert [ref["uid"] for ref in obj["metadata"]["ownerReferences"]] == ["uid-2", "uid-1"], obj["kind"]
 
 
-# --- 4. retries ---------------------------------------------------------------------------------------
-
-
-def test_failed_reconciles_are_retried_with_a_doubling_backoff_and_in_flight_ones_every_resync():
-    now = [0.0]
-    retries = Retries(resync_seconds=60, clock=lambda: now[0])
-    a, b, c = (
-        Peer("a", "v1.0.0", None, False),
-        Peer("b", "v1.0.0", "Serving", True),
-        Peer("c", "v1.0.0", "Serving", True),
-    )
-    releases = [("ns", a), ("ns", b), ("ns", c)]
-    first = retries.due(releases, settled={"Serving"})
-    assert [p.name for _, p in first.releases] == ["a"] and first.resync, "never reconciled: in flight"
-    retries.failed(("ns", "c"))
-    assert retries.due(releases, settled={"Serving"}).releases == [], "backoff 1 s not passed, resync not due"
-    now[0] = 1.0
-    assert [p.name for _, p in retries.due(releases, settled={"Serving"}).releases] == ["c"]
-    retries.failed(("ns", "c"))
-    now[0] = 2.5
-    assert retries.due(releases, settled={"Serving"}).releases == [], "second failure: 2 s"
-    now[0] = 3.0
-    assert [p.name for _, p in retries.due(releases, settled={"Serving"}).releases] == ["c"]
-    retries.succeeded(("ns", "c"))
-    assert not retries.due(releases, settled={"Serving"}).resync
-    now[0] = 61.0
-    again = retries.due(releases, settled={"Serving"})
-    assert [p.name for _, p in again.releases] == ["a"] and again.resync
-    assert [retries.delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+# --- 4. retries: tests/unit/test_workqueue.py -------------------------------------------------------
 
 
 class _SecretVersions:

@@ -41,7 +41,7 @@ class OperatorSettings(BaseModel):
     # The namespace whose pods (Prometheus) may reach serving pods for /metrics (with the key).
     monitoring_namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     # The operator process itself (not rendered into any object).
-    workers: int = Field(8, ge=1, description="Threads that run reconciles (kopf's max_workers).")
+    workers: int = Field(8, ge=1, description="Threads that take releases off the work queue and reconcile them.")
     resync_seconds: float = Field(60, gt=0, description="How often releases in flight are reconciled again.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics port (0: off).")
     kopf_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
