@@ -37,6 +37,13 @@ def _path(api_version: str, kind: str, namespace: str, name: str | None = None, 
     return path + (f"/{sub}" if sub else "")
 
 
+def _resource(path: str) -> str:
+    """The resource a request path names: /apis/g/v/namespaces/ns/jobs/x -> jobs; .../x/status -> status."""
+    parts = path.strip("/").split("/")
+    after = parts[parts.index("namespaces") + 2 :] if "namespaces" in parts else parts[-1:]
+    return after[2] if len(after) > 2 else after[0]
+
+
 def load_client() -> client.ApiClient:
     """From KUBECONFIG / ~/.kube/config, or in-cluster when running in a pod."""
     try:
@@ -92,7 +99,7 @@ class Kube:
         )
         if body is not None and content_type.endswith("yaml"):
             body = json.dumps(body)
-        metrics.API_REQUESTS.labels(verb=method).inc()
+        metrics.API_REQUESTS.labels(verb=method, resource=_resource(path)).inc()
         response = self.api.call_api(method, url, header_params=headers, body=body)
         data = response.read()
         if not 200 <= response.status < 300:
@@ -184,11 +191,11 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> None:
+    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> dict[str, Any]:
         """Replace the release's finalizers, only if it has not changed since it was read (409 otherwise:
         the next reconcile decides again)."""
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
-        self._call(
+        return self._call(
             "PATCH",
             _path(API_VERSION, KIND, namespace, name),
             body=patch,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import secrets
 import threading
@@ -13,23 +15,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes.client.rest import ApiException
-from pydantic import ValidationError
 
 from . import metrics
 from .api.release import LegalModelRelease
 from .api.status import Phase
+from .events import EventRecorder
 from .kube import Kube
-from .policies import (
-    Observed,
-    Peer,
-    ServingView,
-    StoragePeer,
-    children,
-    decide,
-    previous_release_name,
-    settled_stages,
-    storage,
-)
+from .observe import Cache, Reader, observe, observe_serving, storage_peers_of
+from .policies import Peer, ServingView, StoragePeer, decide, storage
 from .render import names
 from .render import serving as render_serving
 from .render.settings import OperatorSettings
@@ -52,6 +45,7 @@ class Outcome:
 
     phase: str | None
     changed: bool = False
+    target: str | None = None  # the release's serving target, whose other releases may care
 
 
 class Reconciler:
@@ -61,8 +55,11 @@ class Reconciler:
         settings: OperatorSettings,
         peers: PeersLookup | None = None,
         storage_peers: StoragePeersLookup | None = None,
+        cache: Cache | None = None,
     ):
         self.kube = kube
+        self.reader = Reader(kube, cache)
+        self.events = EventRecorder(kube)
         self.settings = settings
         # (namespace, target) -> the target's releases and namespace -> its releases' placements,
         # from the operator's in-memory indices; None (or no lookup) falls back to listing releases
@@ -75,6 +72,10 @@ class Reconciler:
         # (namespace, release) -> (key Secret, its resourceVersion) as a serving release's last
         # reconcile read them: the operator may not watch Secrets, so rotated_keys() compares.
         self.keys: dict[tuple[str, str], tuple[str, str | None]] = {}
+        # (namespace, kind, name) -> (hash of the object applied, the Deployment's generation after
+        # it): what this process last applied to each serving object, so the same set is not sent
+        # again (see _apply).
+        self.applied: dict[tuple[str, str, str], tuple[str, int | None]] = {}
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -85,6 +86,7 @@ class Reconciler:
             self._locks.pop((namespace, name), None)
             self.phases.pop((namespace, name), None)
             self.keys.pop((namespace, name), None)
+        self.reader.forget((namespace, name))
         metrics.publish_phases(self.phases)
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -107,12 +109,12 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
     def _reconcile(self, namespace: str, name: str) -> Outcome:
-        obj = self.kube.get_release(namespace, name)
+        obj = self.reader.release(namespace, name)
         if obj is None:
             self.forget(namespace, name)
             return Outcome(None)
         release = LegalModelRelease.from_object(obj)
-        observed = self._observe(release)
+        observed = observe(self.reader, release)
         decision = decide(release, observed, self.settings, _now())
         # What decide() asks to look at only when it matters (the target, the namespace's
         # placements), then a decision again on the fuller view.
@@ -128,22 +130,23 @@ class Reconciler:
             decision = decide(release, observed, self.settings, _now())
         for child in decision.create:
             self.kube.create(child)  # raises ChildConflict on a same-named object it does not own
-        for child in decision.apply:
-            self.kube.apply(child)
+        if decision.apply:
+            self._apply(decision.apply, observed.serving.deployment if observed.serving else None)
         for child in decision.delete:
             self.kube.delete(child)
         old = decision.previous
         version = obj["metadata"]["resourceVersion"]
         if decision.status != old:
-            version = self.kube.apply_status(namespace, name, decision.status)["metadata"]["resourceVersion"]
+            written = self.kube.apply_status(namespace, name, decision.status)
+            self.reader.wrote((namespace, name), written)
+            version = written["metadata"]["resourceVersion"]
         for event in decision.events:
             metrics.TRANSITIONS.labels(phase=decision.status.get("phase")).inc()
-            try:
-                self.kube.emit_event(obj, event.type, event.reason, event.message)
-            except ApiException as exc:  # an event is best effort; the status already tells
-                log.warning("event for %s/%s not recorded: %s %s", namespace, name, exc.reason, exc.body)
+            self.events.record(obj, event.type, event.reason, event.message)
         if decision.finalizers is not None:  # last: removing the reclaim finalizer lets the release go
-            self.kube.set_finalizers(namespace, name, decision.finalizers, version)
+            self.reader.wrote(
+                (namespace, name), self.kube.set_finalizers(namespace, name, decision.finalizers, version)
+            )
         phase = decision.status.get("phase")
         if old.get("phase") != phase:
             log.info("%s/%s: %s -> %s", namespace, name, old.get("phase") or "-", phase)
@@ -158,7 +161,31 @@ class Reconciler:
             # Training just settled: retention acts on the status just written, and no other event
             # may come (a failed release has no next stage), so decide once more now.
             return replace(self._reconcile(namespace, name), changed=old.get("phase") != phase)
-        return Outcome(phase, changed=old.get("phase") != phase)
+        return Outcome(phase, changed=old.get("phase") != phase, target=names.serving_target(release))
+
+    def _apply(self, objects: list[dict[str, Any]], deployment: dict[str, Any] | None) -> None:
+        """Server-side apply of a target's objects, unless this process applied exactly these last
+        and the Deployment has not changed since (an edit of its spec by anyone else raises its
+        generation; a Deployment deleted by hand is missing; a restart of the operator forgets all):
+        then they are sent again. A serving release is reconciled on every event of its Deployment:
+        sending the same three applies each time was most of the operator's requests with 200
+        targets, and of the API server's work."""
+        keys = [(obj["metadata"]["namespace"], obj["kind"], obj["metadata"]["name"]) for obj in objects]
+        digests = [_digest(obj) for obj in objects]
+        observed = (deployment or {}).get("metadata", {}).get("generation")
+        with self._guard:
+            known = [self.applied.get(key) for key in keys]
+        if all(
+            k is not None and k[0] == digest and (kind != "Deployment" or _not_changed_since(observed, k[1]))
+            for k, digest, (_, kind, _) in zip(known, digests, keys, strict=True)
+        ):
+            return
+        for key, digest, obj in zip(keys, digests, objects, strict=True):
+            with self._guard:
+                self.applied.pop(key, None)  # unknown until the apply has answered
+            result = self.kube.apply(obj)
+            with self._guard:
+                self.applied[key] = (digest, (result or {}).get("metadata", {}).get("generation"))
 
     def _remember_key(
         self, key: tuple[str, str], release: LegalModelRelease, phase: str | None, serving: ServingView | None
@@ -180,26 +207,17 @@ class Reconciler:
         rotated = []
         for (namespace, secret), readers in by_secret.items():
             try:
-                meta = self.kube.get_metadata("v1", "Secret", namespace, secret)
+                version = self.reader.refresh_key(namespace, secret)
             except Exception as exc:  # noqa: BLE001 - an API server away: the next resync looks again
                 log.warning("key Secret %s/%s not read (the next resync tries again): %s", namespace, secret, exc)
                 continue
-            version = (meta or {}).get("metadata", {}).get("resourceVersion")
             rotated += [release for release, seen in readers if seen != version]
         return rotated
 
     def _storage_peers(self, namespace: str) -> tuple[StoragePeer, ...]:
         """The placements of the namespace's releases, when a release is about to start."""
         indexed = self.storage_peers(namespace) if self.storage_peers else None
-        if indexed is not None:
-            return tuple(indexed)
-        peers = []
-        for obj in self.kube.list_releases(namespace):
-            try:
-                peers.append(StoragePeer.of(LegalModelRelease.from_object(obj), self.settings))
-            except ValidationError as exc:  # one unreadable release must not stop the others
-                log.warning("%s/%s: not read for storage overlaps: %s", namespace, obj["metadata"]["name"], exc)
-        return tuple(peers)
+        return tuple(indexed) if indexed is not None else storage_peers_of(self.kube, namespace, self.settings, log)
 
     def _generate_key(self, release: LegalModelRelease, ref: render_serving.KeyRef) -> None:
         """A random key (48 bytes, URL-safe) for a target that names none; created once (a 409 means
@@ -207,101 +225,25 @@ class Reconciler:
         self.kube.create(render_serving.generated_key_secret(release, ref, secrets.token_urlsafe(48)))
         log.info("%s/%s: generated the API key Secret %s", release.namespace, release.name, ref.secret)
 
-    def _observe(self, release: LegalModelRelease) -> Observed:
-        if storage.is_deleting(release):
-            return self._observe_deletion(release)
-        jobs = _Jobs(self.kube, release)
-        storage_job = jobs.get(storage.prune_job_name(release)) if storage.retention_keep(release) is not None else None
-        trained, evaluated = settled_stages(release)
-        if evaluated:
-            # Status already holds both outcomes: only serving (and retention) need looking at.
-            return Observed(
-                storage_job=storage_job,
-                storage_pods=jobs.finished_pods(storage_job),
-                stale_children=tuple(jobs.stale),
-            )
-        training_job = None if trained else jobs.get(names.training_job_name(release))
-        evaluation_job = None
-        if release.spec.evaluation is not None and (trained or children.is_finished(training_job)):
-            evaluation_job = jobs.get(names.evaluation_job_name(release))
-        in_flight = evaluation_job if evaluation_job is not None else training_job
-        return Observed(
-            training_job=training_job,
-            training_pods=jobs.finished_pods(training_job),
-            evaluation_job=evaluation_job,
-            evaluation_pods=jobs.finished_pods(evaluation_job),
-            storage_job=storage_job,
-            storage_pods=jobs.finished_pods(storage_job),
-            waiting_pods=jobs.waiting_pods(in_flight),
-            stale_children=tuple(jobs.stale),
-        )
-
-    def _observe_deletion(self, release: LegalModelRelease) -> Observed:
-        """A release being deleted: its stage Jobs (to stop them) and its reclaim Job."""
-        jobs = _Jobs(self.kube, release)
-        reclaim = jobs.get(storage.reclaim_job_name(release))
-        return Observed(
-            training_job=jobs.get(names.training_job_name(release)),
-            evaluation_job=jobs.get(names.evaluation_job_name(release)),
-            storage_job=reclaim,
-            storage_pods=jobs.finished_pods(reclaim),
-        )
-
     def _observe_serving(self, release: LegalModelRelease) -> ServingView:
-        ns = release.namespace
-        target = names.serving_target(release)
-        deployment = self.kube.get("apps/v1", "Deployment", ns, target)
-        peers = self.peers(ns, target) if self.peers else None
-        if peers is None:
-            peers = [
-                Peer.of(other)
-                for other in map(LegalModelRelease.from_object, self.kube.list_releases(ns))
-                if names.serving_target(other) == target
-            ]
-        previous = None
-        previous_name = previous_release_name(release.name, deployment)
-        if previous_name:
-            obj = self.kube.get_release(ns, previous_name)
-            previous = LegalModelRelease.from_object(obj) if obj else None
-        key = render_serving.api_key_ref(release, self.settings)
-        key_meta = self.kube.get_metadata("v1", "Secret", ns, key.secret) if key else None
-        key_version = (key_meta or {}).get("metadata", {}).get("resourceVersion")
-        return ServingView(deployment=deployment, peers=tuple(peers), previous=previous, key_version=key_version)
+        peers = self.peers(release.namespace, names.serving_target(release)) if self.peers else None
+        return observe_serving(self.reader, release, self.settings, peers)
+
+
+def _not_changed_since(deployment_generation: int | None, applied_generation: int | None) -> bool:
+    """Whether a Deployment read at `deployment_generation` shows no spec change after the apply that
+    left it at `applied_generation`. Generations only grow: a cache that lags the apply shows an
+    older one, not a change. None (no Deployment: deleted by hand, or not in the cache yet) is one."""
+    return (
+        deployment_generation is not None
+        and applied_generation is not None
+        and deployment_generation <= applied_generation
+    )
+
+
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _with_status(obj: dict[str, Any], status: dict[str, Any]) -> LegalModelRelease:
     return LegalModelRelease.from_object({**obj, "status": status})
-
-
-class _Jobs:
-    """The release's Jobs, read by name and trusted only when they are its own (policies/children.py:
-    owned_by); the others are noted as stale, for decide() to wait on."""
-
-    def __init__(self, kube: Kube, release: LegalModelRelease):
-        self.kube = kube
-        self.release = release
-        self.stale: list[str] = []
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        job = self.kube.get("batch/v1", "Job", self.release.namespace, name)
-        if job is not None and not children.owned_by(job, self.release.metadata.uid):
-            self.stale.append(f"Job/{name}")
-            return None
-        return job
-
-    def _pods(self, job: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-        selector = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
-        return tuple(self.kube.list_pods(self.release.namespace, selector))
-
-    def finished_pods(self, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
-        # Termination messages matter only once the Job is done; skip the list call before.
-        if job is None or not children.is_finished(job):
-            return ()
-        return self._pods(job)
-
-    def waiting_pods(self, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
-        """The pods of a Job that runs no ready pod yet: they say why they do not start. Once a pod
-        is ready (or the Job is done) there is nothing to list."""
-        if job is None or children.is_finished(job) or int((job.get("status") or {}).get("ready", 0)) > 0:
-            return ()
-        return self._pods(job)
