@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -228,13 +229,18 @@ def metric(port: int, name: str) -> float:
     return scrape(port).get(name, 0.0)
 
 
+REQUEST_SAMPLE = re.compile(r'twlegal_api_requests_total\{resource="(?P<resource>[^"]*)",verb="(?P<verb>[A-Z]+)"\}')
+
+
 class Counts:
-    """The operator's API requests (by verb) and reconciles at one moment."""
+    """The operator's API requests (by verb and resource) and reconciles at one moment."""
 
     def __init__(self, port: int):
         samples = scrape(port)
-        prefix = 'twlegal_api_requests_total{verb="'
-        self.requests = Counter({k[len(prefix) : -2]: v for k, v in samples.items() if k.startswith(prefix)})
+        self.requests: Counter = Counter()
+        for key, value in samples.items():
+            if match := REQUEST_SAMPLE.fullmatch(key):
+                self.requests[f"{match['verb']} {match['resource']}"] += value
         self.reconciles = samples.get("twlegal_reconcile_duration_seconds_count", 0.0)
 
     @classmethod
@@ -244,10 +250,14 @@ class Counts:
         return counts
 
     def since(self, before: Counts) -> dict:
-        by_verb = {verb: int(self.requests[verb] - before.requests[verb]) for verb in sorted(self.requests)}
+        by_kind = {key: int(self.requests[key] - before.requests[key]) for key in sorted(self.requests)}
+        by_verb: Counter = Counter()
+        for key, n in by_kind.items():
+            by_verb[key.split()[0]] += n
         return {
             "api_requests": sum(by_verb.values()),
-            "api_requests_by_verb": {verb: n for verb, n in by_verb.items() if n},
+            "api_requests_by_verb": {verb: n for verb, n in sorted(by_verb.items()) if n},
+            "api_requests_by_resource": {key: n for key, n in by_kind.items() if n},
             "reconciles": int(self.reconciles - before.reconciles),
         }
 

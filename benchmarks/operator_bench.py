@@ -147,9 +147,13 @@ def main() -> None:
         operator, port = start()
         expected: Counter = Counter()  # phases the operator should report once settled, all namespaces
 
+        accepted: dict[str, float] = {}  # release -> seconds the API server took to accept its create
+
         def create(doc: dict) -> None:
-            timeline.created[doc["metadata"]["name"]] = time.monotonic()
+            name = doc["metadata"]["name"]
+            timeline.created[name] = time.monotonic()
             custom.create_namespaced_custom_object(GROUP, VERSION, doc["metadata"]["namespace"], PLURAL, doc)
+            accepted[name] = time.monotonic() - timeline.created[name]
 
         def serving(names: list[str]) -> bool:
             seen = phases(custom, NS)
@@ -195,6 +199,7 @@ def main() -> None:
                 list(pool.map(create, [release(name, NS) for name in names]))
             wait(f"{n} releases serving", lambda: serving(names), args.settle_timeout, 0.5)
             many = result[f"{n}_releases_at_once"] = {
+                "release_create_accepted": summary([accepted[name] for name in names]),
                 **timeline.latencies(names),
                 "apply_to_all_serving_s": round(time.monotonic() - started, 2),
                 "to_all_serving": Counts(port).since(before),
@@ -238,6 +243,7 @@ def main() -> None:
             else:
                 one["settled"] = True
             one.update(
+                release_create_accepted=summary([accepted[name] for name in names]),
                 create_to_job_exists=timeline.create_to_job(names),
                 releases_ever_pinned=sum(name in timeline.pinned for name in names),
                 apply_to_all_settled_s=round(time.monotonic() - started, 2),
