@@ -45,6 +45,8 @@ from .render import names
 from .render.settings import OperatorSettings
 from .workqueue import Key, WorkQueue
 
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
+
 log = logging.getLogger("twlegal.operator")
 MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
 # Watched server-side filtered: the API server sends only the operator's own Jobs and Deployments.
@@ -191,8 +193,17 @@ async def deployment_objects(namespace: str | None, name: str, body: kopf.Body, 
     return {(_namespaced(namespace), name): dict(body)}
 
 
+@kopf.index("", "v1", "pods", labels=MANAGED)
+async def stage_pods(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, dict[str, Any]]:
+    """(namespace, Job name) -> its pods (the watch holds only training and evaluation pods)."""
+    job = labels.get(JOB_NAME_LABEL)
+    return {(_namespaced(namespace), job): dict(body)} if job else {}
+
+
 _INDICES = {"by_target": "releases_by_target", "by_namespace": "releases_by_namespace"}
-_CACHES = {KIND: "release_objects", "Job": "job_objects", "Deployment": "deployment_objects"}
+_CACHES = {KIND: "release_objects", "Job": "job_objects", "Deployment": "deployment_objects", "Pod": "stage_pods"}
 
 
 def _remember_indices(kwargs: dict[str, Any]) -> None:
@@ -212,6 +223,10 @@ class _IndexCache:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         store = _state[f"cache:{kind}"].get((namespace, name))
         return next(iter(store), None) if store else None
+
+    def pods_of(self, namespace: str, job: str) -> list[dict[str, Any]] | None:
+        store = _state.get("cache:Pod")
+        return None if store is None else list(store.get((namespace, job), []))
 
 
 def _peers(namespace: str, target: str) -> list[Peer] | None:

@@ -34,6 +34,10 @@ class Cache(Protocol):
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
+    def pods_of(self, namespace: str, job: str) -> list[dict[str, Any]] | None:
+        """A stage Job's pods (None: no pod cache)."""
+        ...
+
 
 class Reader:
     def __init__(self, kube: Kube, cache: Cache | None = None):
@@ -193,14 +197,19 @@ class _Jobs:
         return tuple(self.reader.kube.list_pods(self.release.namespace, selector))
 
     def finished_pods(self, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
-        # Termination messages matter only once the Job is done; skip the list call before.
+        # Termination messages matter only once the Job is done; skip the list call before. Listed
+        # from the API server, never the cache: the outcome is recorded for good, and the pod watch
+        # may lag the Job's (a result missing there would read as "no result reported").
         if job is None or not children.is_finished(job):
             return ()
         return self._pods(job)
 
     def waiting_pods(self, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
-        """The pods of a Job that runs no ready pod yet: they say why they do not start. Once a pod
-        is ready (or the Job is done) there is nothing to list."""
+        """The pods of a Job that runs no ready pod yet: they say why they do not start (from the
+        pod cache: a reason that lags is told by the next event). Once a pod is ready (or the Job is
+        done) there is nothing to read."""
         if job is None or children.is_finished(job) or int((job.get("status") or {}).get("ready", 0)) > 0:
             return ()
-        return self._pods(job)
+        cache = self.reader.cache
+        cached = cache.pods_of(self.release.namespace, job["metadata"]["name"]) if cache is not None else None
+        return tuple(cached) if cached is not None else self._pods(job)
