@@ -35,7 +35,7 @@ def test_a_misspelt_status_key_fails_instead_of_being_dropped():
     assert TrainingStatus.written({"job": "x-train", "globalStep": 3}) == {"job": "x-train", "globalStep": 3}
     with pytest.raises(ValueError, match="TrainingStatus has no field globalSteps"):
         TrainingStatus.written({"job": "x-train", "globalSteps": 3})
-    assert set(SECTIONS) == {"training", "evaluation", "serving", "artifact", "inputs", "storage"}
+    assert set(SECTIONS) == {"training", "evaluation", "serving", "artifact", "inputs", "storage", "progress"}
 
 
 def test_a_wrongly_typed_status_value_fails_too():

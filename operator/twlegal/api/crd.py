@@ -29,6 +29,8 @@ from .status import LegalModelReleaseStatus
 PRINTER_COLUMNS = [
     {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
+    {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta"},
     {"name": "Score", "type": "number", "jsonPath": ".status.evaluation.score"},
     {"name": "Serving", "type": "string", "jsonPath": ".status.serving.revision"},
     {"name": "Target", "type": "string", "jsonPath": ".status.serving.target", "priority": 1},

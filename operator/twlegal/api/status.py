@@ -74,6 +74,10 @@ class TrainingStatus(WrittenSection):
     tokens_per_second: float | None = Field(None, description="Training tokens per second.")
     total_flos: float | None = Field(None, description="Floating-point operations of the run.")
     checkpoint: str | None = Field(None, description="Newest checkpoint on the storage volume.")
+    resumed_from_step: int | None = Field(None, description="Checkpoint step the last attempt resumed from.")
+    loss_plot: str | None = Field(
+        None, description="The loss curve's file name beside the weights (the card shows it)."
+    )
     warnings: list[str] | None = Field(None, description="Warnings the trainer raised (e.g. warm-up >= total steps).")
 
 
@@ -144,6 +148,27 @@ class StorageStatus(WrittenSection):
     message: str | None = Field(None, description="What the last storage Job did (pruned, reclaimed, kept and why).")
 
 
+class ProgressStatus(WrittenSection):
+    """How far the running stage is, as its pod reports it (contracts/progress.py); refreshed while
+    the release trains or evaluates, absent otherwise."""
+
+    stage: Literal["training", "evaluation"] | None = Field(None, description="The stage that reports.")
+    summary: str | None = Field(None, description="e.g. '42% (420/1000)': the Progress column.")
+    percent: int | None = Field(None, description="Steps (or questions) done, in percent of those planned.")
+    step: int | None = Field(None, description="Optimizer steps taken (evaluation: questions scored).")
+    total: int | None = Field(None, description="Optimizer steps planned (evaluation: questions).")
+    epoch: float | None = Field(None, description="Epochs completed (fractional).")
+    loss: float | None = Field(None, description="Training loss averaged over the last logged steps.")
+    learning_rate: float | None = Field(None, description="Learning rate of the last step.")
+    tokens_per_second: float | None = Field(None, description="Non-padding tokens per second of this attempt.")
+    eta_seconds: int | None = Field(None, description="Seconds until the stage ends, at this attempt's pace.")
+    eta: str | None = Field(None, description="The same, for humans (4m05s): the ETA column.")
+    resumed_from_step: int | None = Field(None, description="Checkpoint step this attempt resumed from.")
+    checkpoint_step: int | None = Field(None, description="Step of the newest complete checkpoint.")
+    gpu_memory_bytes: float | None = Field(None, description="Peak GPU memory allocated by rank 0.")
+    updated: str | None = Field(None, description="When the operator last read it from the pod (RFC 3339).")
+
+
 class LegalModelReleaseStatus(StatusModel):
     """Observed state of the release."""
 
@@ -160,6 +185,7 @@ class LegalModelReleaseStatus(StatusModel):
     artifact: ArtifactStatus | None = Field(None, description="Final weights.")
     inputs: InputsStatus | None = Field(None, description="Resolved base model and dataset revisions.")
     storage: StorageStatus | None = Field(None, description="The release's directories on the storage volume.")
+    progress: ProgressStatus | None = Field(None, description="Live progress of the running stage.")
 
 
 # The sections of status the operator writes, by their key in status.
@@ -170,4 +196,5 @@ SECTIONS: dict[str, type[WrittenSection]] = {
     "artifact": ArtifactStatus,
     "inputs": InputsStatus,
     "storage": StorageStatus,
+    "progress": ProgressStatus,
 }

@@ -7,6 +7,7 @@ import json
 from pydantic import ConfigDict, Field
 
 from ..api.common import ApiModel
+from .progress import PORT as PROGRESS_PORT
 from .training import ModelSource, ReleaseIdentity
 
 CONFIG_FILE = "evaluation.json"
@@ -21,6 +22,8 @@ class EvaluationConfig(ApiModel):
     result_path: str = Field(description="Where the EvaluationResult JSON is written.")
     use_cpu: bool = False
     hub_offline: bool = False
+    # The evaluator serves its progress here (contracts/progress.py); None: not served.
+    metrics_port: int | None = Field(PROGRESS_PORT, ge=1, le=65535)
 
     def to_json(self) -> str:
         return json.dumps(self.to_wire(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

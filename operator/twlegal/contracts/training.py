@@ -11,12 +11,15 @@ from pydantic import ConfigDict, Field
 from ..api.common import ApiModel
 from ..api.spec import DatasetFormat, DeepSpeed, Hyperparameters, LegalModelReleaseSpec, LossGuard
 from ..api.status import InputsStatus
+from .progress import PORT as PROGRESS_PORT
 from .storage import StorageOwner
 from .termination import TERMINATION_MESSAGE_LIMIT
 
 CONFIG_FILE = "training.json"
 RESULT_FILE = "twlegal-result.json"
 CARD_FILE = "README.md"  # the model card, where the hub expects it
+LOSS_PLOT_FILE = "training_loss.png"  # beside the weights; the card shows it
+TENSORBOARD_DIR = "runs"  # under the checkpoint directory: TensorBoard event files, a folder per attempt
 
 
 class ExitCode(IntEnum):
@@ -97,6 +100,8 @@ class TrainingConfig(ApiModel):
     # How long torchrun lets the ranks finish after SIGTERM before it kills them (its own default is
     # 30 s): most of the pod's grace period, so a multi-GPU checkpoint save is not cut short.
     shutdown_timeout_seconds: int = Field(30, ge=1)
+    # Rank 0 serves its progress here (contracts/progress.py); None: not served.
+    metrics_port: int | None = Field(PROGRESS_PORT, ge=1, le=65535)
     # The release's spec, so the card the trainer writes beside the weights is rendered from the
     # same spec as `twlegal card` (the trainer itself reads only the fields above).
     spec: LegalModelReleaseSpec | None = None
@@ -127,6 +132,7 @@ class TrainingResult(ApiModel):
     checkpoint: str | None = None
     artifact_path: str | None = None
     checksum: str | None = Field(None, description="sha256 of the checksum manifest of the weights.")
+    loss_plot: str | None = Field(None, description="The loss curve's file name beside the weights.")
     warnings: list[str] = Field(default_factory=list)
 
     def exit_code(self) -> ExitCode:
@@ -165,6 +171,8 @@ class TrainingResult(ApiModel):
             "samples": self.samples,
             "worldSize": self.world_size,
             "checkpoint": self.checkpoint,
+            "resumedFromStep": self.resumed_from_step,
+            "lossPlot": self.loss_plot,
             "warnings": self.warnings or None,
         }
         sections: dict[str, dict[str, Any]] = {"training": {k: v for k, v in training.items() if v is not None}}
