@@ -18,9 +18,11 @@ from tests.cases import load_example
 from twlegal.api.release import LegalModelRelease
 from twlegal.contracts import TrainingResult
 from twlegal.contracts.manifest import MANIFEST_FILE, sha256
-from twlegal.contracts.training import CARD_FILE, ExitCode, TrainingConfig
+from twlegal.contracts.training import CARD_FILE, LOSS_PLOT_FILE, TENSORBOARD_DIR, ExitCode, TrainingConfig
+from twlegal.observe import read_progress
 from twlegal.render import OperatorSettings
 from twlegal.render.training import training_config
+from twlegal_dev.controlplane import free_port
 from twlegal_trainer import provenance
 from twlegal_trainer.chat import IGNORE, LLAMA3_TEMPLATE, encode_llama3, pack
 
@@ -106,6 +108,36 @@ def test_single_process_run_halves_the_loss_and_publishes_checksummed_weights(vo
         Path(os.environ["TWLEGAL_CAPTURE_TRAINER_RUN"]).write_text(json.dumps(run, indent=2, ensure_ascii=False) + "\n")
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_the_trainer_reports_progress_while_it_runs_and_leaves_a_loss_curve_and_tensorboard_logs(volume, tmp_path):
+    port = free_port()
+    config = config_for(volume, epochs=10, learningRate=5e-3).model_copy(update={"metrics_port": port})
+    proc, termination = run_trainer(config, tmp_path, wait=False)
+    seen = []
+    while proc.poll() is None:  # what the operator reads from the pod, read the same way
+        if (progress := read_progress("127.0.0.1", port)) is not None:
+            seen.append(progress)
+        time.sleep(0.2)
+    assert proc.returncode == ExitCode.SUCCEEDED, (tmp_path / "trainer.log").read_text()[-3000:]
+    result = TrainingResult.model_validate_json(termination.read_text())
+    steps = [p.step for p in seen if p.step]
+    assert len(set(steps)) >= 3 and steps == sorted(steps), f"progress moved while training: {steps}"
+    training_ = [p for p in seen if p.total]
+    assert training_ and all(p.stage == "training" and p.total == result.total_steps for p in training_)
+    assert any(p.loss is not None and p.eta_seconds is not None and p.tokens_per_second for p in training_)
+    assert any(p.checkpoint_step for p in training_), "the checkpoint the run saved is reported"
+    out = Path(config.output_dir)
+    assert result.loss_plot == LOSS_PLOT_FILE and png_size(out / LOSS_PLOT_FILE) == (800, 450)
+    assert f"]({LOSS_PLOT_FILE})" in (out / CARD_FILE).read_text(), "the card shows the loss curve"
+    events = list((Path(config.checkpoint_dir) / TENSORBOARD_DIR).rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events), "TensorBoard event files on the volume"
+
+
 def test_prompt_tokens_are_masked_and_packing_never_crosses_the_cutoff(tiny_model):
     from transformers import AutoTokenizer
 
@@ -170,7 +202,7 @@ def test_deepspeed_with_two_ranks_halves_the_loss(volume, tmp_path):
 
 def test_evaluate_scores_a_model_trained_on_the_answers_above_the_untrained_one(volume, tmp_path):
     from twlegal.contracts import EvaluationConfig, EvaluationResult
-    from twlegal.contracts.training import ModelSource, ReleaseIdentity
+    from twlegal.contracts.training import DatasetSource, ModelSource, ReleaseIdentity
 
     config = config_for(volume, epochs=10, learningRate=5e-3)
     code, _ = run_trainer(config, tmp_path)
@@ -195,6 +227,23 @@ def test_evaluate_scores_a_model_trained_on_the_answers_above_the_untrained_one(
     trained = evaluate(config.output_dir, "trained")
     assert trained.total == untrained.total == 22
     assert trained.score >= untrained.score + 25, (untrained.score, trained.score)
+
+    # While it scores, the evaluator reports questions scored of total (what `kubectl get lmr` shows).
+    from twlegal_trainer.data import read_rows
+    from twlegal_trainer.evaluate import score
+    from twlegal_trainer.progress import ProgressServer
+
+    reported = []
+
+    class Recording(ProgressServer):
+        def update(self, **values):
+            super().update(**values)
+            reported.append(self.progress)
+
+    rows = read_rows(DatasetSource(path=str(volume / "benchmarks" / "tw-legal-mc.jsonl"), split="test"))
+    assert score(config.output_dir, rows, Recording("evaluation", None)).total == 22
+    assert [p.step for p in reported] == list(range(23)) and {p.total for p in reported} == {22}
+    assert reported[-1].percent() == 100 and reported[-1].eta_seconds == 0
 
 
 def test_resuming_with_another_world_size_is_refused_with_a_clear_message(volume, tmp_path):

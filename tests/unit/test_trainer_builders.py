@@ -64,7 +64,10 @@ def test_the_hyperparameters_map_one_to_one(config):
         hp.seed,
     )
     assert args["save_strategy"] == "steps" and args["save_steps"] == config.checkpoint_every_steps
-    assert args["report_to"] == [] and args["remove_unused_columns"] is False
+    assert args["report_to"] == ["tensorboard"] and args["output_dir"] == str(CHECKPOINTS), (
+        "TensorBoard: <output_dir>/runs"
+    )
+    assert args["remove_unused_columns"] is False
     assert args["include_num_input_tokens_seen"] == "non_padding", "tokens/s counts real tokens"
 
 

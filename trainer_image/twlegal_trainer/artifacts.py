@@ -11,7 +11,7 @@ from pathlib import Path
 from twlegal.contracts import manifest
 from twlegal.contracts.storage import OWNER_FILE, StorageOwner
 from twlegal.contracts.termination import write_termination_message
-from twlegal.contracts.training import CARD_FILE, RESULT_FILE, TrainingConfig, TrainingResult
+from twlegal.contracts.training import CARD_FILE, LOSS_PLOT_FILE, RESULT_FILE, TrainingConfig, TrainingResult
 
 from .ownership import (
     COMPLETE_MARK,
@@ -26,7 +26,7 @@ from .ownership import (
 )
 
 # Written beside the published weights, after their manifest: not part of them, so not listed.
-BESIDE_WEIGHTS = (RESULT_FILE, CARD_FILE)
+BESIDE_WEIGHTS = (RESULT_FILE, CARD_FILE, LOSS_PLOT_FILE)
 
 
 def mark_complete(checkpoint: Path, world_size: int, owner: StorageOwner) -> None:

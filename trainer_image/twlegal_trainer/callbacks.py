@@ -1,9 +1,12 @@
-"""Trainer callbacks: divergence guard, graceful stop on SIGTERM, and checkpoint completion marks."""
+"""Trainer callbacks: divergence guard, graceful stop on SIGTERM, checkpoint completion marks, and
+live progress."""
 
 from __future__ import annotations
 
 import math
 import signal
+import time
+from collections import deque
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -11,6 +14,9 @@ from transformers import TrainerCallback
 from twlegal.contracts.storage import StorageOwner
 
 from .artifacts import mark_complete
+from .progress import ProgressServer
+
+LOSS_WINDOW = 10  # logged steps the reported loss is averaged over
 
 
 class DivergenceGuard(TrainerCallback):
@@ -78,3 +84,55 @@ class MarkComplete(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", args.world_size, self.owner)
+
+
+class ProgressReporter(TrainerCallback):
+    """Feeds a ProgressServer from the HF Trainer: steps, epoch, the loss averaged over the last
+    LOSS_WINDOW logs, the learning rate, this attempt's tokens/s and the ETA at its pace, the newest
+    checkpoint, the step it resumed from, and rank 0's peak GPU memory."""
+
+    def __init__(self, server: ProgressServer, resumed_from_step: int | None):
+        self.server = server
+        self.losses: deque[float] = deque(maxlen=LOSS_WINDOW)
+        self.started = time.monotonic()
+        self.first_step = 0
+        self.first_tokens = 0
+        # Until this attempt saves, the newest complete checkpoint is the one it resumed from.
+        server.update(resumed_from_step=resumed_from_step, checkpoint_step=resumed_from_step)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # After a resume the state holds the steps and tokens of the attempts before this one.
+        self.started = time.monotonic()
+        self.first_step = state.global_step
+        self.first_tokens = int(state.num_input_tokens_seen or 0)
+        self.server.update(step=state.global_step, total=state.max_steps, epoch=state.epoch or 0.0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if isinstance(logs.get("loss"), int | float) and math.isfinite(logs["loss"]):
+            self.losses.append(float(logs["loss"]))
+            self.server.update(loss=sum(self.losses) / len(self.losses))
+        if isinstance(logs.get("learning_rate"), int | float):
+            self.server.update(learning_rate=float(logs["learning_rate"]))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        done = state.global_step - self.first_step
+        remaining = max(state.max_steps - state.global_step, 0)
+        self.server.update(
+            step=state.global_step,
+            total=state.max_steps,
+            epoch=state.epoch,
+            tokens_per_second=(int(state.num_input_tokens_seen or 0) - self.first_tokens) / elapsed,
+            eta_seconds=elapsed / done * remaining if done > 0 else None,
+            gpu_memory_bytes=_gpu_memory(),
+        )
+
+    def on_save(self, args, state, control, **kwargs):
+        self.server.update(checkpoint_step=state.global_step)
+
+
+def _gpu_memory() -> float | None:
+    import torch
+
+    return float(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None

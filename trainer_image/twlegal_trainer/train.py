@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
+from twlegal.contracts.training import LOSS_PLOT_FILE, ExitCode, TrainingConfig, TrainingResult
 from twlegal.policies import consistency
 
-from . import artifacts, ownership, provenance, space
+from . import artifacts, ownership, plots, provenance, space
 from .chat import IGNORE, LLAMA3_TEMPLATE
 from .data import Sample, load_conversations, training_samples
 
@@ -98,7 +98,9 @@ def training_arguments(config: TrainingConfig, world_size: int, checkpoint_dir: 
         "save_strategy": "steps",
         "save_steps": config.checkpoint_every_steps,
         "save_total_limit": 2,
-        "report_to": [],
+        # TensorBoard event files on the release's own volume path, beside its checkpoints: the
+        # callback writes them to output_dir/runs/<time>_<host>/ (TENSORBOARD_DIR), one per attempt.
+        "report_to": ["tensorboard"],
         "disable_tqdm": True,
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,
@@ -193,9 +195,12 @@ def run(config: TrainingConfig) -> int:
     import torch
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from .callbacks import DivergenceGuard, GracefulStop, MarkComplete
+    from .callbacks import DivergenceGuard, GracefulStop, MarkComplete, ProgressReporter
+    from .progress import ProgressServer
 
     stop = GracefulStop()  # before loading: a SIGTERM during loading must not kill the pod unsaved
+    # Rank 0's progress, served from the start: "starting" while the data and the model load.
+    progress = ProgressServer("training", config.metrics_port if rank == 0 else None)
 
     # Data
     tokenizer = load_tokenizer(config)
@@ -213,19 +218,20 @@ def run(config: TrainingConfig) -> int:
     model = AutoModelForCausalLM.from_pretrained(base.path or base.name, revision=base.revision, dtype=dtype)
     parameters = model.num_parameters()  # before DeepSpeed partitions them
     guard = DivergenceGuard(config.loss_guard.max_spike_ratio)
+    resumed_from_step = artifacts.checkpoint_step(resume) if resume else None
     trainer = Trainer(
         model=model,
         args=TrainingArguments(**training_arguments(config, world_size, checkpoint_dir)),
         train_dataset=dataset,
         data_collator=Collator(tokenizer.pad_token_id),
-        callbacks=[guard, stop, MarkComplete(owner)],
+        callbacks=[guard, stop, MarkComplete(owner), ProgressReporter(progress, resumed_from_step)],
     )
     common: dict[str, Any] = {
         "warnings": warnings,
         "samples": len(dataset),
         "world_size": world_size,
         "inputs": inputs,
-        "resumed_from_step": artifacts.checkpoint_step(resume) if resume else None,
+        "resumed_from_step": resumed_from_step,
     }
 
     # Train (a full disk while checkpointing stops it; the newest complete checkpoint stays usable)
@@ -263,7 +269,15 @@ def run(config: TrainingConfig) -> int:
         if (full := space.publish_full(exc, staging, final, estimate, newest)) is None:
             raise
         return report(TrainingResult(**{**common, **full}))
-    result = TrainingResult(outcome="Succeeded", artifact_path=str(final), checksum=checksum, **common)
+    title = f"{config.release.model} {config.release.version}: training loss and learning rate"
+    plot = plots.loss_curve(state.log_history, final / LOSS_PLOT_FILE, title)
+    result = TrainingResult(
+        outcome="Succeeded",
+        artifact_path=str(final),
+        checksum=checksum,
+        loss_plot=plot.name if plot else None,
+        **common,
+    )
     code = report(result, final)
     artifacts.write_card(config, result, final)
     return code
