@@ -10,6 +10,7 @@ after a doubling backoff until it succeeds. What puts a release on the queue:
   - a serving Deployment changes: the releases it concerns (pinned, remembered as previous,
     rolling out or serving); never every release of a target
   - a release's phase changes in a way its target's other releases care about: those
+  - every `progress_seconds` (15), the releases that train or evaluate: their pod's progress
   - every `resync_seconds`, the releases still in flight (a start deadline passing, a stage pod that
     cannot start, a missed event). Settled releases (serving, superseded, finished) are watched
     through their Deployment and Jobs, not resynced; a serving release is reconciled then only if
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import kopf
@@ -60,6 +62,8 @@ WATCHED = {
 # Phases a release settles in: nothing changes them but an event (the resync leaves them alone, but
 # for a serving release's key Secret, which the operator may not watch).
 SETTLED = frozenset({Phase.SERVING, Phase.SUPERSEDED, Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
+# Phases whose pod reports progress, read every progress_seconds.
+RUNNING_STAGES = frozenset({Phase.TRAINING, Phase.EVALUATING})
 # Phases a release enters that the other releases of its target must hear about at once: a new one
 # rolls out or serves (the serving one steps aside), one is rolled back (the one before pins again).
 TOLD_TO_PEERS = frozenset({Phase.ROLLING_OUT, Phase.SERVING, Phase.ROLLED_BACK})
@@ -377,19 +381,26 @@ async def deployment_event(namespace: str | None, labels: kopf.Labels, body: kop
 
 
 def _resync_loop(stop: threading.Event) -> None:
-    """Every resync_seconds: each release in flight over every release the index holds (including
-    ones that never reconciled), and the serving releases whose key Secret changed."""
-    while not stop.wait(_state["settings"].resync_seconds):
+    """Every progress_seconds, the releases that train or evaluate (their progress is read from their
+    pod: contracts/progress.py); every resync_seconds, each release in flight over every release
+    the index holds (including ones that never reconciled), and the serving releases whose key
+    Secret changed."""
+    settings = _state["settings"]
+    last_resync = time.monotonic()
+    while not stop.wait(min(settings.progress_seconds, settings.resync_seconds)):
         index = _state.get("by_target")
         if index is None:
             continue
         releases = [(ns, p) for (ns, _target), peers in list(index.items()) for p in peers]
+        resync = time.monotonic() - last_resync >= settings.resync_seconds
         for namespace, peer in releases:
-            if peer.phase not in SETTLED:
+            if peer.phase in RUNNING_STAGES or (resync and peer.phase not in SETTLED):
                 _enqueue((namespace, peer.name))
-        serving = [(ns, p.name) for ns, p in releases if p.phase == Phase.SERVING]
-        for key in reconciler().rotated_keys(serving):
-            _enqueue(key)
+        if resync:
+            last_resync = time.monotonic()
+            serving = [(ns, p.name) for ns, p in releases if p.phase == Phase.SERVING]
+            for key in reconciler().rotated_keys(serving):
+                _enqueue(key)
 
 
 def run(

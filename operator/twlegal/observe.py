@@ -12,12 +12,16 @@ otherwise.
 
 from __future__ import annotations
 
+import logging
 import threading
+import urllib.request
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from .api.release import KIND, LegalModelRelease
+from .contracts import progress
+from .contracts.progress import Progress
 from .kube import Kube
 from .policies import Observed, Peer, ServingView, StoragePeer, children, previous_release_name, settled_stages, storage
 from .render import names
@@ -25,6 +29,7 @@ from .render import serving as render_serving
 from .render.settings import OperatorSettings
 
 Key = tuple[str, str]
+log = logging.getLogger("twlegal.observe")
 
 
 class Cache(Protocol):
@@ -120,6 +125,7 @@ def observe(reader: Reader, release: LegalModelRelease) -> Observed:
         evaluation_job = jobs.get(names.evaluation_job_name(release))
     in_flight = evaluation_job if evaluation_job is not None else training_job
     return Observed(
+        progress=jobs.progress(in_flight),
         training_job=training_job,
         training_pods=jobs.finished_pods(training_job),
         evaluation_job=evaluation_job,
@@ -165,7 +171,7 @@ def observe_serving(
     return ServingView(deployment=deployment, peers=tuple(peers), previous=previous, key_version=key_version)
 
 
-def storage_peers_of(kube: Kube, namespace: str, settings: OperatorSettings, log: Any) -> tuple[StoragePeer, ...]:
+def storage_peers_of(kube: Kube, namespace: str, settings: OperatorSettings) -> tuple[StoragePeer, ...]:
     """The placements of the namespace's releases, listed (when no index holds them)."""
     peers = []
     for obj in kube.list_releases(namespace):
@@ -174,6 +180,24 @@ def storage_peers_of(kube: Kube, namespace: str, settings: OperatorSettings, log
         except ValidationError as exc:  # one unreadable release must not stop the others
             log.warning("%s/%s: not read for storage overlaps: %s", namespace, obj["metadata"]["name"], exc)
     return tuple(peers)
+
+
+PROGRESS_TIMEOUT = 2.0  # seconds: a reconcile never waits long on a busy trainer
+
+
+def read_progress(ip: str, port: int = progress.PORT) -> Progress | None:
+    """GET a stage pod's metrics and read its Progress (the operator's only connection to a pod)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    host = f"[{ip}]" if ":" in ip else ip
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{progress.PATH}", timeout=PROGRESS_TIMEOUT) as response:
+            text = response.read().decode("utf-8", errors="replace")
+        samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    except (OSError, ValueError) as exc:  # not listening yet, gone, or not our metrics
+        log.debug("progress not read from %s: %s", ip, exc)
+        return None
+    return Progress.from_samples(samples)
 
 
 class _Jobs:
@@ -203,6 +227,19 @@ class _Jobs:
         if job is None or not children.is_finished(job):
             return ()
         return self._pods(job)
+
+    def progress(self, job: dict[str, Any] | None) -> Progress | None:
+        """What the running pod of a stage Job reports on its progress port (contracts/progress.py);
+        None when no pod runs or it does not answer within PROGRESS_TIMEOUT (the next read will)."""
+        if job is None or children.is_finished(job) or int((job.get("status") or {}).get("ready", 0)) == 0:
+            return None
+        cache = self.reader.cache
+        pods = cache.pods_of(self.release.namespace, job["metadata"]["name"]) if cache is not None else None
+        if pods is None:
+            pods = list(self._pods(job))
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        ip = ((running[-1] if running else {}).get("status") or {}).get("podIP")
+        return read_progress(ip) if ip else None
 
     def waiting_pods(self, job: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
         """The pods of a Job that runs no ready pod yet: they say why they do not start (from the

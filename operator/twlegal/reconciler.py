@@ -217,7 +217,7 @@ class Reconciler:
     def _storage_peers(self, namespace: str) -> tuple[StoragePeer, ...]:
         """The placements of the namespace's releases, when a release is about to start."""
         indexed = self.storage_peers(namespace) if self.storage_peers else None
-        return tuple(indexed) if indexed is not None else storage_peers_of(self.kube, namespace, self.settings, log)
+        return tuple(indexed) if indexed is not None else storage_peers_of(self.kube, namespace, self.settings)
 
     def _generate_key(self, release: LegalModelRelease, ref: render_serving.KeyRef) -> None:
         """A random key (48 bytes, URL-safe) for a target that names none; created once (a 409 means

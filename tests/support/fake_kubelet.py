@@ -57,6 +57,13 @@ class Behaviour:
     serving: str = "ready"  # ready | never-ready | hold (not ready until changed to ready)
     run_seconds: float = 0.5
     checksum: str = "sha256:" + "ab" * 32  # of the weights' manifest, as the trainer reports it
+    # A training pod that reports progress as the trainer does (contracts/progress.py), on its own
+    # loopback address (127.0.0.N, its podIP) and the real port: a step every `step_seconds` up to
+    # `total_steps`, a checkpoint every 10 steps, `resumed_from` when it resumed.
+    reports: bool = False
+    total_steps: int = 40
+    step_seconds: float = 0.5
+    resumed_from: int | None = None
 
 
 @dataclass
@@ -68,6 +75,8 @@ class FakeKubelet:
     _storage: set[str] = field(default_factory=set)  # storage pods whose command has been started
     _stop: threading.Event = field(default_factory=threading.Event)
     _ip: int = 10
+    _loopback: int = 1  # the last 127.0.0.N handed to a reporting pod
+    _reporters: dict[str, Any] = field(default_factory=dict)  # pod uid -> its progress server
     # Called as on_finish(release, component, monotonic_time) when a Job's pod ends (benchmarks).
     on_finish: Any = None
 
@@ -106,6 +115,8 @@ class FakeKubelet:
 
     def stop(self) -> None:
         self._stop.set()
+        for reporter in list(self._reporters.values()):
+            reporter.close()
 
     def _heartbeat(self) -> None:
         core = client.CoreV1Api(self.api)
@@ -205,7 +216,8 @@ class FakeKubelet:
         if meta.uid not in self._started:
             self._started[meta.uid] = time.monotonic()
             ready = not (component == "serving" and behaviour.serving in ("never-ready", "hold"))
-            self._write(core, pod, "Running", container, ready=ready, state=running)
+            ip = self._report(meta.uid, behaviour) if component == "training" and behaviour.reports else None
+            self._write(core, pod, "Running", container, ready=ready, state=running, ip=ip)
             if component == "serving" and behaviour.serving != "hold":
                 self._done.add(meta.uid)
             return
@@ -257,6 +269,44 @@ class FakeKubelet:
         }
         self._write(core, pod, "Succeeded" if code == 0 else "Failed", container, ready=False, state=state)
         self._done.add(pod.metadata.uid)
+        reporter = self._reporters.pop(pod.metadata.uid, None)
+        if reporter is not None:
+            reporter.close()
+
+    def _report(self, uid: str, behaviour: Behaviour) -> str:
+        """Serve a trainer's progress for a pod on a loopback address of its own; returns it (the
+        pod's IP, which the operator connects to)."""
+        from twlegal.contracts.progress import PORT
+        from twlegal_trainer.progress import ProgressServer
+
+        self._loopback += 1
+        ip = f"127.0.0.{self._loopback}"
+        server = ProgressServer("training", PORT, host=ip)
+        started = time.monotonic()
+        self._reporters[uid] = server
+
+        def advance() -> None:
+            while uid in self._reporters and not self._stop.is_set():
+                elapsed = time.monotonic() - started
+                first = behaviour.resumed_from or 0
+                step = min(behaviour.total_steps, first + int(elapsed / behaviour.step_seconds))
+                done = max(step - first, 0)
+                checkpoint = step // 10 * 10 or behaviour.resumed_from
+                server.update(
+                    step=step,
+                    total=behaviour.total_steps,
+                    epoch=2.0 * step / behaviour.total_steps,
+                    loss=round(4.0 / (1 + step), 4),
+                    learning_rate=2e-5,
+                    tokens_per_second=1000.0,
+                    eta_seconds=elapsed / done * (behaviour.total_steps - step) if done else None,
+                    resumed_from_step=behaviour.resumed_from,
+                    checkpoint_step=checkpoint or None,
+                )
+                time.sleep(0.1)
+
+        threading.Thread(target=advance, name=f"fake-trainer-{ip}", daemon=True).start()
+        return ip
 
     @staticmethod
     def _host_path(core: client.CoreV1Api, pod: Any) -> str:
@@ -324,10 +374,18 @@ class FakeKubelet:
         return 0, result.termination_message()
 
     def _write(
-        self, core: client.CoreV1Api, pod: Any, phase: str, container: str, *, ready: bool, state: dict[str, Any]
+        self,
+        core: client.CoreV1Api,
+        pod: Any,
+        phase: str,
+        container: str,
+        *,
+        ready: bool,
+        state: dict[str, Any],
+        ip: str | None = None,
     ) -> None:
         now = _now()
-        ip = pod.status.pod_ip if pod.status and pod.status.pod_ip else None
+        ip = ip or (pod.status.pod_ip if pod.status and pod.status.pod_ip else None)
         if ip is None:
             self._ip += 1
             ip = f"10.244.{self._ip // 250}.{self._ip % 250 + 1}"

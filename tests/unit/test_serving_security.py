@@ -113,7 +113,9 @@ def test_a_network_policy_per_target_admits_the_named_sources_and_the_monitoring
 
 
 def test_job_pods_take_no_connections_and_reach_out_only_to_the_hub_when_they_read_it():
+    # (but the operator's on their progress port, when its namespace is known: tests/unit/test_progress.py)
     tiny = kinds(render_stage(release(TINY_RELEASE), "training", SETTINGS))["NetworkPolicy"]["spec"]
+    assert SETTINGS.operator_namespace is None and SETTINGS.monitoring_namespace is None
     assert tiny["ingress"] == [] and tiny["egress"] == []
     hub = kinds(render_stage(release(REFERENCE_RELEASE), "training", SETTINGS))["NetworkPolicy"]["spec"]
     ports = [p for rule in hub["egress"] for p in rule["ports"]]

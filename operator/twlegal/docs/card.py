@@ -171,8 +171,13 @@ def _results(training: dict[str, Any]) -> list[str]:
         ("Training attempts (pods)", _or_missing(training.get("attempts"))),
     ]
     out = ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    if training.get("resumedFromStep") is not None:
+        out.append(f"\nThe last attempt resumed from the checkpoint at step {training['resumedFromStep']}.")
     for warning in training.get("warnings") or []:
         out.append(f"\nThe trainer warned: {warning}")
+    if training.get("lossPlot"):
+        # A file the trainer wrote beside the weights and this card: the hub shows it in place.
+        out.append(f"\n![Training loss and learning rate by optimizer step]({training['lossPlot']})")
     return out
 
 

@@ -47,6 +47,7 @@ def settled_stages(release: LegalModelRelease) -> tuple[bool, bool]:
 
 def decide(release: LegalModelRelease, observed: Observed, settings: OperatorSettings, now: str) -> Decision:
     plan = Plan(release, now)
+    plan.status.pop("progress", None)  # only a stage that is running reports it (_progress)
     if storage.is_deleting(release):
         return retention.reclaim(plan, observed, settings)
     retention.finalizer(plan)
@@ -153,6 +154,7 @@ def _training(plan: Plan, observed: Observed, settings: OperatorSettings) -> Dec
     if state.state in ("running", "pending"):
         plan.condition(TRAINED, "Unknown", R.TRAINING, f"training (attempt {max(state.attempts, 1)})")
         plan.condition(READY, "False", R.TRAINING, "the release is not trained yet")
+        _progress(plan, observed, "training", state.attempts)
         return plan.phase(Phase.TRAINING, R.TRAINING_STARTED, f"training Job {job_name} is running")
     if state.state == "failed":
         if result is not None and result.outcome == "Diverged":
@@ -187,6 +189,27 @@ def _training(plan: Plan, observed: Observed, settings: OperatorSettings) -> Dec
         plan.condition(READY, "False", R.REJECTED, message)
         return plan.phase(Phase.REJECTED, R.FINAL_LOSS_TOO_HIGH, message)
     return None
+
+
+def _progress(plan: Plan, observed: Observed, stage: str, attempts: int) -> None:
+    """status.progress of a running stage: what its pod reports now, else (not readable this time)
+    what it reported last; the milestones it passes as Events: the run's first complete checkpoint,
+    and an attempt that resumed from one."""
+    old = plan.old.get("progress") or {}
+    if old.get("stage") != stage:
+        old = {}
+    now = observed.progress
+    if now is None or now.stage != stage:
+        if old:
+            plan.status["progress"] = old
+        return
+    plan.section("progress", **now.status(plan.now))
+    if now.checkpoint_step is not None and old.get("checkpointStep") is None and now.resumed_from_step is None:
+        message = f"first checkpoint written at step {now.checkpoint_step}: the run resumes from here if stopped"
+        plan.decision.events.append(Event("Normal", R.CHECKPOINT_SAVED, message))
+    if now.resumed_from_step is not None and old.get("resumedFromStep") != now.resumed_from_step:
+        message = f"attempt {max(attempts, 1)} resumed from the checkpoint at step {now.resumed_from_step}"
+        plan.decision.events.append(Event("Normal", R.RESUMED, message))
 
 
 # Trainer outcomes that are about the volume, not the code: their reason says so.
@@ -285,6 +308,7 @@ def _evaluation(plan: Plan, observed: Observed, settings: OperatorSettings) -> D
             return _cannot_start(plan, stuck, job, EVALUATED, Phase.EVALUATING)
         plan.condition(EVALUATED, "Unknown", R.EVALUATING, f"scoring on {bench}")
         plan.condition(READY, "False", R.EVALUATING, f"scoring on {bench}")
+        _progress(plan, observed, "evaluation", state.attempts)
         return plan.phase(Phase.EVALUATING, R.EVALUATION_STARTED, f"scoring on {bench}")
     message = children.termination_message(list(observed.evaluation_pods), render_evaluation.CONTAINER)
     result = children.parse_result(message, EvaluationResult)

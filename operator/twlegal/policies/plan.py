@@ -8,6 +8,7 @@ from typing import Any
 
 from ..api.release import LegalModelRelease
 from ..api.status import SECTIONS, WARNING_PHASES, LegalModelReleaseStatus, Phase
+from ..contracts.progress import Progress
 from ..render import serving as render_serving
 from . import conditions as cond
 from .conditions import EVALUATED, TRAINED
@@ -71,6 +72,8 @@ class Observed:
     storage_pods: tuple[dict[str, Any], ...] = ()
     # Pods of a stage Job that has not finished and has no ready pod: why it may not be starting.
     waiting_pods: tuple[dict[str, Any], ...] = ()
+    # What the running stage's pod reports of its progress (None: not running, or not readable now).
+    progress: Progress | None = None
     # Children found under this release's names that it does not own (an earlier release of the same
     # name, or one being deleted): "Kind/name" each. Nothing is created until they are gone.
     stale_children: tuple[str, ...] = ()

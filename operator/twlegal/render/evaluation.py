@@ -59,6 +59,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
             {"name": pod.STORAGE_VOLUME, "mountPath": settings.storage_mount_path},
         ],
         **pod.REPORTS_RESULT,
+        **pod.PROGRESS_PORTS,
         "securityContext": pod.container_security_context(),
     }
     return {
@@ -70,7 +71,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
             "completions": 1,
             "parallelism": 1,
             "template": {
-                "metadata": {"labels": job_labels},
+                "metadata": {"labels": job_labels, "annotations": pod.SCRAPE_PROGRESS},
                 "spec": {
                     **pod.NO_API_TOKEN,
                     "restartPolicy": "Never",
@@ -92,12 +93,12 @@ def reads_hub(release: LegalModelRelease) -> bool:
     return release.spec.evaluation is not None and bool(release.spec.evaluation.benchmark.name)
 
 
-def network_policy(release: LegalModelRelease) -> dict[str, Any]:
+def network_policy(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any]:
     name = names.evaluation_job_name(release)
-    return pod.job_network_policy(release, name, "evaluation", reads_hub=reads_hub(release))
+    return pod.job_network_policy(release, settings, name, "evaluation", reads_hub=reads_hub(release))
 
 
 def render(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
     if release.spec.evaluation is None:
         return []
-    return [config_map(release, settings), network_policy(release), job(release, settings)]
+    return [config_map(release, settings), network_policy(release, settings), job(release, settings)]

@@ -8,9 +8,12 @@ from urllib.parse import urlparse
 from ..api.common import SecretKeyRef
 from ..api.release import API_VERSION, KIND, LegalModelRelease
 from ..api.spec import ComputeResources
+from ..contracts import progress
 from ..contracts.termination import DEFAULT_TERMINATION_LOG
 from . import names
 from .settings import OperatorSettings
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
 
 STORAGE_VOLUME = "models"
 CONFIG_VOLUME = "config"
@@ -146,10 +149,35 @@ def hub_port(release: LegalModelRelease) -> int:
     return endpoint.port or (80 if endpoint.scheme == "http" else 443)
 
 
-def job_network_policy(release: LegalModelRelease, name: str, component: str, *, reads_hub: bool) -> dict[str, Any]:
-    """A training or evaluation pod takes no connections, and reaches out only to the hub (and DNS)
-    when it loads from it; otherwise it has no network at all. Enforced where the CNI implements
-    NetworkPolicy (Calico, Cilium, ...); the plain bridge plugin ignores it."""
+# A stage pod serves its progress (contracts/progress.py) on a port of its own, which Prometheus
+# finds by the annotations serving pods carry too.
+PROGRESS_PORTS = {"ports": [{"name": "metrics", "containerPort": progress.PORT, "protocol": "TCP"}]}
+SCRAPE_PROGRESS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(progress.PORT),
+    "prometheus.io/path": progress.PATH,
+}
+
+
+def job_network_policy(
+    release: LegalModelRelease, settings: OperatorSettings, name: str, component: str, *, reads_hub: bool
+) -> dict[str, Any]:
+    """A training or evaluation pod takes no connections but the operator's (and the monitoring
+    namespace's) on its progress port, and reaches out only to the hub (and DNS) when it loads from
+    it; otherwise it has no network at all. Enforced where the CNI implements NetworkPolicy (Calico,
+    Cilium, ...); the plain bridge plugin ignores it. Without TWLEGAL_OPERATOR_NAMESPACE (an operator
+    outside the cluster) nothing may connect, and status shows no live progress where it is enforced."""
+    readers = [ns for ns in (settings.operator_namespace, settings.monitoring_namespace) if ns]
+    ingress = (
+        [
+            {
+                "from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: ns}}} for ns in readers],
+                "ports": [{"protocol": "TCP", "port": progress.PORT}],
+            }
+        ]
+        if readers
+        else []
+    )
     egress: list[dict[str, Any]] = []
     if reads_hub and not release.spec.hub.offline:
         egress = [
@@ -163,7 +191,7 @@ def job_network_policy(release: LegalModelRelease, name: str, component: str, *,
         "spec": {
             "podSelector": {"matchLabels": {names.RELEASE_LABEL: release.name, names.COMPONENT_LABEL: component}},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [],
+            "ingress": ingress,
             "egress": egress,
         },
     }

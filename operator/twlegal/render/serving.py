@@ -12,7 +12,7 @@ from . import names, pod, storage
 from .settings import OperatorSettings
 
 CONTAINER = "vllm"
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
+NAMESPACE_NAME_LABEL = pod.NAMESPACE_NAME_LABEL
 PRE_STOP_SECONDS = 10
 REVISION_ANNOTATION = f"{names.ANNOTATION_PREFIX}/revision"
 # The key Secret's resourceVersion: a rotated key changes the pod template, so the pods roll.

@@ -40,9 +40,15 @@ class OperatorSettings(BaseModel):
     default_api_key_secret: str | None = Field(None, pattern=r"^[a-z0-9][-a-z0-9.]*/[-._a-zA-Z0-9]+$")
     # The namespace whose pods (Prometheus) may reach serving pods for /metrics (with the key).
     monitoring_namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    # The operator's own namespace (the chart sets it): the one, besides monitoring_namespace, whose
+    # pods may read a training or evaluation pod's progress port.
+    operator_namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     # The operator process itself (not rendered into any object).
     workers: int = Field(8, ge=1, description="Threads that take releases off the work queue and reconcile them.")
     resync_seconds: float = Field(60, gt=0, description="How often releases in flight are reconciled again.")
+    progress_seconds: float = Field(
+        15, gt=0, le=30, description="How often the progress of a training or evaluating release is read."
+    )
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics port (0: off).")
     kopf_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="Level of kopf's per-object log lines (one per handler run is noise at scale)."

@@ -123,6 +123,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
             {"name": pod.SHM_VOLUME, "mountPath": "/dev/shm"},
         ],
         **pod.REPORTS_RESULT,
+        **pod.PROGRESS_PORTS,
         "securityContext": pod.container_security_context(),
     }
     pod_spec: dict[str, Any] = {
@@ -149,7 +150,7 @@ def job(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any
             "completions": 1,
             "parallelism": 1,
             "template": {
-                "metadata": {"labels": job_labels, "annotations": annotations},
+                "metadata": {"labels": job_labels, "annotations": {**annotations, **pod.SCRAPE_PROGRESS}},
                 "spec": pod_spec,
             },
         },
@@ -161,9 +162,10 @@ def reads_hub(release: LegalModelRelease) -> bool:
     return bool(release.spec.base_model.name) or any(d.name for d in release.spec.datasets)
 
 
-def network_policy(release: LegalModelRelease) -> dict[str, Any]:
-    return pod.job_network_policy(release, names.training_job_name(release), "training", reads_hub=reads_hub(release))
+def network_policy(release: LegalModelRelease, settings: OperatorSettings) -> dict[str, Any]:
+    name = names.training_job_name(release)
+    return pod.job_network_policy(release, settings, name, "training", reads_hub=reads_hub(release))
 
 
 def render(release: LegalModelRelease, settings: OperatorSettings) -> list[dict[str, Any]]:
-    return [config_map(release, settings), network_policy(release), job(release, settings)]
+    return [config_map(release, settings), network_policy(release, settings), job(release, settings)]
