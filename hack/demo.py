@@ -3,7 +3,7 @@ cluster that stays up afterwards for you to explore (`twlegal-dev cluster down` 
 
 Steps: start (or reuse) the cluster with a real node; build the CPU images and load them; `helm
 install` the chart; create the model volume and copy the tiny base model and data into it; apply
-examples/release-tiny-cpu.yaml; wait until it serves; ask it a question.
+examples/release-tiny-cpu.yaml; follow it with `twlegal watch` until it serves; ask it a question.
 
 The cluster runs beside the e2e tier's (`make test` may run while it is up), and `twlegal-dev
 cluster down` then `make demo` again restarts it with its data. When the operator is not ready
@@ -12,6 +12,7 @@ cluster down` then `make demo` again restarts it with its data. When the operato
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -58,22 +59,21 @@ def main() -> int:
     say(f"kubectl apply -f {RELEASE.relative_to(ROOT)}")
     e2e.cluster.kubectl("apply", "-f", str(RELEASE))
     name = steps.load_release(RELEASE)["metadata"]["name"]
-    last, deadline = None, time.monotonic() + 1800
-    while time.monotonic() < deadline:
-        status = e2e.cluster.get_json("legalmodelrelease", "-n", steps.NAMESPACE, name).get("status") or {}
-        if status.get("phase") != last:
-            last = status.get("phase")
-            print(f"   {name}: {last}", flush=True)
-        if last in ("Serving", "Failed", "Rejected", "RolledBack"):
-            break
+    say(f"twlegal watch {name} -n {steps.NAMESPACE}  (progress from the training pod; exits 0 once it serves)")
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "twlegal.cli", "watch", name, "-n", steps.NAMESPACE, "--timeout", "1800"],
+        env={**os.environ, "KUBECONFIG": str(e2e.cluster.kubeconfig)},
+    )
+    while watch.poll() is None:
         problem = steps.operator_problem(e2e)
         if problem:  # nobody would move the release on
+            watch.terminate()
             print(f"the operator stopped working ({problem}):\n{steps.operator_diagnosis(e2e)}", file=sys.stderr)
             return 1
         time.sleep(3)
-    if last != "Serving":
-        print(f"the release did not reach Serving: {status.get('conditions')}", file=sys.stderr)
-        return 1
+    if watch.returncode != 0:
+        return 1  # twlegal watch said why
+    status = e2e.cluster.get_json("legalmodelrelease", "-n", steps.NAMESPACE, name)["status"]
     url = steps.service_url(e2e, status["serving"]["service"])
     secret, key = status["serving"]["apiKeySecret"].split("/", 1)
     say(f"serving is closed by default: the operator generated the key in Secret {secret} (read it with:")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the end-to-end tier and `make demo` need from the host besides what the project builds:
 # a Docker engine (to build the images), debootstrap (their base, made from Debian's packages
-# when no registry is reachable), runc, iptables and iproute2 (the local node).
+# when no registry is reachable), runc, iptables and iproute2 (the local node), tmux (a real
+# terminal for the test of `twlegal watch`).
 #
 # On Debian as root, installs what is missing and starts dockerd in the background (there is no
 # systemd on these machines). Elsewhere it only says what is missing; the e2e tests then skip
@@ -17,6 +18,7 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v runc >/dev/null || need+=(runc)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
+command -v tmux >/dev/null || need+=(tmux)  # the terminal test of `twlegal watch`
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]}"

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 
 import pytest
@@ -75,12 +78,33 @@ def on_volume(e2e: steps.E2ECluster, path: str) -> bool:
     return steps.in_loader(e2e, "test", "-e", f"{steps.MOUNT}/{path}", check=False).returncode == 0
 
 
+def release_events(e2e: steps.E2ECluster, name: str) -> list[str]:
+    items = e2e.cluster.get_json("events", "-n", steps.NAMESPACE, "--field-selector", f"involvedObject.name={name}")
+    return [e["reason"] for e in items["items"]]
+
+
 def test_a_tiny_release_trains_resumes_after_its_pod_is_deleted_and_serves(e2e):
     release = LegalModelRelease.from_object(FIRST)
     started = time.monotonic()
     e2e.cluster.kubectl("apply", "-f", str(TINY_RELEASE))
+    # `kubectl apply -f release.yaml && twlegal watch RELEASE`, as a CI pipeline runs it (no terminal).
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "twlegal.cli", "watch", release.name, "-n", steps.NAMESPACE, "--interval", "1"],
+        env={**os.environ, "KUBECONFIG": str(e2e.cluster.kubeconfig)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     where = placement(e2e, release.name)
     checkpoints = f"{steps.MOUNT}/{where['checkpointPath']}"
+    # The operator reads the trainer's progress from its pod while it trains (issue 18).
+    live = wait_for(
+        "live progress from the training pod",
+        lambda: (p := status(e2e, release.name).get("progress") or {}).get("step") and p.get("total") and p,
+        timeout=TRAIN_TIMEOUT,
+        interval=1,
+    )
+    assert live["stage"] == "training" and 0 < live["percent"] < 100 and live["loss"] > 0, live
 
     def first_checkpoint():
         listing = steps.in_loader(e2e, "sh", "-c", f"ls {checkpoints}/*/twlegal-complete.json", check=False)
@@ -92,9 +116,19 @@ def test_a_tiny_release_trains_resumes_after_its_pod_is_deleted_and_serves(e2e):
 
     current = wait_phase(e2e, release.name, {"Serving"})
     e2e.timings["first_release_to_serving_seconds"] = round(time.monotonic() - started, 1)
+    out, err = watch.communicate(timeout=120)
+    assert watch.returncode == 0, out[-2000:] + err[-2000:]
+    assert any(line.startswith("Training: ") and "%" in line for line in out.splitlines()), out[-2000:]
+    assert out.splitlines()[-1].startswith(f"{release.name}: Serving"), out[-500:]
+    reasons = release_events(e2e, release.name)
+    assert reasons.count("CheckpointSaved") == 1 and "Resumed" in reasons, reasons
+    assert "progress" not in current, "no progress once the stages ended"
     result = steps.read_volume_json(e2e, f"{where['artifactPath']}/twlegal-result.json")
     assert result, "the trainer wrote no result beside the weights"
     assert result["outcome"] == "Succeeded"
+    assert current["training"]["lossPlot"] == "training_loss.png"
+    assert on_volume(e2e, f"{where['artifactPath']}/training_loss.png"), "the loss curve beside the weights"
+    assert on_volume(e2e, f"{where['checkpointPath']}/runs"), "TensorBoard event files beside the checkpoints"
     assert result["resumedFromStep"] and result["resumedFromStep"] > 0, "the retry started from scratch"
     assert result["globalStep"] == result["totalSteps"] == current["training"]["globalStep"]
     assert current["training"]["attempts"] >= 2

@@ -1,7 +1,8 @@
 """`twlegal`: validate releases, render what the operator would create, print the CRD, run the
-operator, and write a release's history and model card from what its runs reported.
+operator, follow a release until it serves, and write a release's history and model card from
+what its runs reported.
 
-One module per command group: release (validate, render, crd), operator, docs (history, card).
+One module per command group: release (validate, render, crd), operator, watch, docs (history, card).
 Heavy imports (kopf, the kubernetes client, huggingface_hub) happen inside the commands that need them.
 """
 
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import docs, operator, release
+from . import docs, operator, release, watch
 from .release import crd_yaml
 
 __all__ = ["build_parser", "crd_yaml", "main"]
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     release.add_parsers(sub)
     operator.add_parsers(sub)
+    watch.add_parsers(sub)
     docs.add_parsers(sub)
     return parser
 
