@@ -176,6 +176,24 @@ def test_an_unpinned_dataset_is_flagged_in_the_card():
     assert "| [lianghsun/tw-legal-nlp](https://huggingface.co/datasets/lianghsun/tw-legal-nlp) | **unpinned** |" in text
 
 
+def test_the_card_shows_the_protocol_the_weakest_subjects_and_their_chart():
+    doc = load_example(TINY_RELEASE)
+    doc["status"] = {
+        "phase": "Serving",
+        "evaluation": {
+            "score": 40,
+            "passed": True,
+            "protocol": "choiceText",
+            "subjects": "2 subjects; weakest: 刑法 20, 民法 60",
+            "chart": "twlegal-evaluation-subjects.png",
+        },
+    }
+    text = card.render(LegalModelRelease.from_object(doc))
+    assert "`choiceText` protocol of lm-evaluation-harness" in text
+    assert "- **by subject:** 2 subjects; weakest: 刑法 20, 民法 60" in text
+    assert "![Accuracy by subject](twlegal-evaluation-subjects.png)" in text
+
+
 def test_card_of_the_real_trainers_result(capsys):
     """The card `twlegal card` writes for the tiny release once its status holds what the real
     trainer reported (the trainer writes the same card beside the weights)."""

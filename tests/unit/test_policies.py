@@ -9,6 +9,7 @@ import pytest
 from tests.cases import load_example
 from twlegal.api.release import LegalModelRelease
 from twlegal.contracts import EvaluationResult, TrainingResult
+from twlegal.contracts.evaluation import SUBJECTS_CHART_FILE, SubjectScore
 from twlegal.policies import Observed, Peer, ServingView, decide
 from twlegal.policies.children import job_state, rollout_state
 from twlegal.render import OperatorSettings
@@ -139,6 +140,32 @@ def test_score_below_threshold_is_rejected():
     decision = decide(release(), obs, SETTINGS, NOW)
     assert decision.status["phase"] == "Rejected" and decision.apply == [] and decision.create == []
     assert decision.events[0].type == "Warning"
+
+
+def test_the_score_by_subject_is_summed_up_in_status_with_its_chart():
+    result = EvaluationResult(
+        benchmark="b",
+        score=40.0,
+        correct=4,
+        total=10,
+        protocol="letter",
+        subjects=[
+            SubjectScore(name="刑法", score=20.0, correct=1, total=5),
+            SubjectScore(name="民法", score=60.0, correct=3, total=5),
+        ],
+        subject_count=2,
+        chart=SUBJECTS_CHART_FILE,
+    )
+    obs = Observed(
+        training_job=job(("Complete", "x")),
+        training_pods=(trained(),),
+        evaluation_job=job(("Complete", "x")),
+        evaluation_pods=(pod("evaluator", result.termination_message()),),
+    )
+    evaluation = decide(release(), obs, SETTINGS, NOW).status["evaluation"]
+    assert evaluation["score"] == 40.0 and evaluation["protocol"] == "letter"
+    assert evaluation["subjects"] == "2 subjects; weakest: 刑法 20, 民法 60"
+    assert evaluation["chart"] == SUBJECTS_CHART_FILE
 
 
 def test_final_loss_above_the_guard_is_rejected_before_evaluation():

@@ -67,30 +67,55 @@ def to_messages(row: dict[str, Any], fmt: str) -> list[Message]:
     return messages
 
 
+FILE_TYPES = (".json", ".jsonl", ".parquet", ".csv")
+
+
 def _read_file(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, list) else data.get("data", [])
+    """The rows of one file; a line or byte that cannot be read is named with the file and line."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    raise DataError(f"{path}: unsupported file type (use .json, .jsonl or .parquet)")
+    if path.suffix not in FILE_TYPES:
+        raise DataError(f"{path}: unsupported file type (use {', '.join(FILE_TYPES)})")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM is not part of the first row
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    if path.suffix == ".csv":
+        import csv
+        import io
+
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path} line {number}: not JSON ({exc.msg} at column {exc.colno})") from exc
+        return rows
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} line {exc.lineno}: not JSON ({exc.msg} at column {exc.colno})") from exc
+    return data if isinstance(data, list) else data.get("data", [])
+
+
+def read_files(location: str) -> list[dict[str, Any]]:
+    """Every row of a file, or of the data files of a folder in name order."""
+    path = Path(location)
+    if not path.exists():
+        raise DataError(f"dataset path {path} does not exist")
+    files = sorted(p for p in path.rglob("*") if p.suffix in FILE_TYPES) if path.is_dir() else [path]
+    return [row for f in files for row in _read_file(f)]
 
 
 def read_rows(source: DatasetSource) -> list[dict[str, Any]]:
     if source.path:
-        path = Path(source.path)
-        if not path.exists():
-            raise DataError(f"dataset path {path} does not exist")
-        files = (
-            sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl", ".parquet"))
-            if path.is_dir()
-            else [path]
-        )
-        rows = [row for f in files for row in _read_file(f)]
+        rows = read_files(source.path)
     else:
         import datasets  # hub datasets: revision pinned as the release asks
 

@@ -220,17 +220,72 @@ class LossGuard(ApiModel):
     )
 
 
-class BenchmarkRef(ApiModel):
-    """A multiple-choice benchmark (JSONL of question, choices, answer), from the hub or the volume."""
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# How a question is scored (README "Evaluation"): `letter` is lm-evaluation-harness's protocol for
+# exam-style tasks such as TMMLU+ and MMLU (the question and its lettered choices, then "Answer:",
+# scored on the answer letter); `choiceText` scores each choice's own text instead, for models too
+# small to map letters. Either way the most likely choice is the answer (lm-eval's `acc`).
+ScoringProtocol = Literal["letter", "choiceText"]
 
-    model_config = ConfigDict(json_schema_extra=rules(NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME))
+
+class BenchmarkColumns(ApiModel):
+    """Where a benchmark keeps its parts, for benchmarks whose columns are named otherwise. Unset
+    fields are found by the names the field uses: question; choices or options (a list), else the
+    letter columns A, B, C, ...; answer (a letter, "(B)", or a 0-based index); subject."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "!(has(self.choices) && has(self.choiceColumns))",
+                "set choices (a list column) or choiceColumns, not both",
+            )
+        )
+    )
+
+    question: ColumnName | None = Field(None, description="Column of the question text (default: question).")
+    choices: ColumnName | None = Field(
+        None, description="Column holding the choices as a list (default: choices or options)."
+    )
+    choice_columns: list[ColumnName] | None = Field(
+        None,
+        min_length=2,
+        max_length=8,
+        description="Columns holding one choice each, in letter order, e.g. [A, B, C, D].",
+    )
+    answer: ColumnName | None = Field(None, description="Column of the correct answer (default: answer).")
+    subject: ColumnName | None = Field(
+        None,
+        description="Column naming each question's subject, for per-subject accuracy (default: subject, if present).",
+    )
+
+
+class BenchmarkRef(ApiModel):
+    """A multiple-choice benchmark (CSV, JSON, JSONL or Parquet), from the hub or the volume."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            NAME_XOR_PATH,
+            REVISION_NEEDS_NAME,
+            SPLIT_NEEDS_NAME,
+            cel("!has(self.subset) || has(self.name)", "subset only applies to a hub name, not to a path"),
+        )
+    )
 
     name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-benchmark-v1.")
-    revision: Revision | None = Field(None, description="Hub revision of the benchmark.")
-    split: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)] | None = Field(
-        None, description="Split to score on (default: test)."
+    revision: Revision | None = Field(None, description="Hub revision of the benchmark (pin it: a commit or tag).")
+    subset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)] | None = Field(
+        None, description="Hub configuration (subset) name, e.g. a TMMLU+ subject."
     )
-    path: str | None = relative_path("JSONL file on the storage volume.", default=None)
+    split: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)] | None = Field(
+        None, description="Split to score on (default: test if the dataset has one, else its only split)."
+    )
+    path: str | None = relative_path(
+        "CSV, JSON, JSONL or Parquet file (or a folder of them) on the storage volume.", default=None
+    )
+    columns: BenchmarkColumns | None = Field(None, description="Column names, where they differ from the usual ones.")
+    protocol: ScoringProtocol = Field(
+        "letter", description="How a question is scored: letter (lm-eval's) or choiceText."
+    )
 
 
 class Evaluation(ApiModel):

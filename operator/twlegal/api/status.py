@@ -89,6 +89,9 @@ class EvaluationStatus(WrittenSection):
     score: float | None = Field(None, description="Accuracy in percent.")
     min_score: float | None = Field(None, description="Threshold the score was held against.")
     passed: bool | None = Field(None, description="Whether the release may be served.")
+    protocol: str | None = Field(None, description="How questions were scored: letter or choiceText.")
+    subjects: str | None = Field(None, description="Per-subject accuracy in brief: how many, and the weakest.")
+    chart: str | None = Field(None, description="Per-subject bar chart, a file beside the weights.")
 
 
 class ServingStatus(WrittenSection):

@@ -192,12 +192,19 @@ def _evaluation(release: LegalModelRelease, status: dict[str, Any]) -> list[str]
         where += f" at `{bench.revision}`"
     passed = evaluation.get("passed")
     verdict = NOT_REPORTED if passed is None else ("passed: may be served" if passed else "failed: never served")
-    return [
-        f"- **benchmark:** {where} (multiple choice, accuracy in percent)",
+    protocol = evaluation.get("protocol") or bench.protocol
+    out = [
+        f"- **benchmark:** {where} (multiple choice, accuracy in percent, `{protocol}` protocol"
+        " of lm-evaluation-harness, in the model's chat template)",
         f"- **score:** {_or_missing(evaluation.get('score'), '{:g}')}",
         f"- **minimum score to serve:** {spec.min_score:g}",
         f"- **gate:** {verdict}",
     ]
+    if evaluation.get("subjects"):
+        out.append(f"- **by subject:** {evaluation['subjects']}")
+    if evaluation.get("chart"):
+        out.append(f"\n![Accuracy by subject]({evaluation['chart']})")
+    return out
 
 
 def _serve(release: LegalModelRelease, status: dict[str, Any]) -> list[str]:

@@ -317,6 +317,7 @@ def _evaluation(plan: Plan, observed: Observed, settings: OperatorSettings) -> D
         plan.condition(EVALUATED, "False", R.EVALUATION_FAILED, why)
         plan.condition(READY, "False", R.FAILED, f"evaluation failed: {why}")
         return plan.phase(Phase.FAILED, R.EVALUATION_FAILED, f"evaluation Job {job_name} failed: {why}")
+    plan.section("evaluation", protocol=result.protocol, subjects=result.summary(), chart=result.chart)
     return _gate(plan, result.score)
 
 

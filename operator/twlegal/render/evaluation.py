@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.release import LegalModelRelease
+from ..api.spec import BenchmarkColumns
 from ..contracts.evaluation import CONFIG_FILE, RESULT_FILE, EvaluationConfig
 from ..contracts.training import ModelSource
 from . import names, pod, storage
@@ -25,6 +26,9 @@ def evaluation_config(release: LegalModelRelease, settings: OperatorSettings) ->
             name=bench.name, revision=bench.revision, path=pod.volume_path(settings, bench.path) if bench.path else None
         ),
         benchmark_split=bench.split,
+        benchmark_subset=bench.subset,
+        columns=bench.columns or BenchmarkColumns(),
+        protocol=bench.protocol,
         result_path=f"{artifact}/{RESULT_FILE}",
         use_cpu=release.spec.evaluation.gpus == 0,
         hub_offline=release.spec.hub.offline,
