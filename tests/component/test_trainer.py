@@ -182,6 +182,16 @@ def test_an_absurd_learning_rate_diverges_and_publishes_nothing(volume, tmp_path
     assert not Path(config.output_dir).exists()
 
 
+def test_bad_data_fails_the_run_with_one_sentence_naming_the_file_and_line(volume, tmp_path):
+    chat = volume / "datasets" / "tw-legal-chat.jsonl"
+    lines = chat.read_text(encoding="utf-8").splitlines()
+    chat.write_text("\n".join([*lines[:3], '{"messages": oops}', *lines[3:]]) + "\n", encoding="utf-8")
+    code, result = run_trainer(config_for(volume, epochs=1), tmp_path)
+    assert code == ExitCode.FAILED and result.outcome == "Failed"
+    assert result.message == f"data: dataset 0 ({chat}): {chat} line 4: not JSON (Expecting value at column 14)"
+    assert "Traceback" not in (tmp_path / "trainer.log").read_text()
+
+
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_step_count(volume, tmp_path):
     config = config_for(volume, epochs=4, learningRate=3e-3)
     config = config.model_copy(update={"checkpoint_every_steps": 5})

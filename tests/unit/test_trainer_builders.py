@@ -16,7 +16,7 @@ from twlegal.contracts.training import ExitCode, TrainingConfig, TrainingResult
 from twlegal.render import OperatorSettings
 from twlegal.render.training import training_config
 from twlegal_trainer.chat import IGNORE
-from twlegal_trainer.data import training_samples
+from twlegal_trainer.data import prepare_samples, training_samples
 from twlegal_trainer.train import deepspeed_config, result_figures, resume_refusal, training_arguments
 
 CHECKPOINTS = Path("/volume/checkpoints/tiny")
@@ -189,6 +189,21 @@ def test_samples_with_nothing_to_learn_are_dropped_and_the_rest_packed_in_order(
     packed = training_samples(conversations, tokenizer, on(config, cutoff_length=256, packing=True))
     assert len(packed) < 3 and all(len(s["input_ids"]) <= 256 for s in packed)
     assert [t for s in packed for t in s["input_ids"]] == [t for s in unpacked for t in s["input_ids"]]
+
+
+def test_cut_and_dropped_samples_are_counted_and_too_many_dropped_refuse_the_run(config):
+    conversations = [chat("q1", "a1"), chat("x" * 300, "never seen"), chat("q2", "y" * 300), chat("q3", "a3")]
+    prepared = prepare_samples(conversations, CharTokenizer(), on(config, cutoff_length=256, packing=False))
+    assert (prepared.conversations, prepared.truncated, prepared.dropped, len(prepared.samples)) == (4, 1, 1, 3)
+    assert prepared.warnings(256) == [
+        "1 of 4 samples were cut at cutoffLength 256 (their replies are learnt in part)",
+        "1 of 4 samples lost every reply token to cutoffLength 256 and were left out",
+    ]
+    assert prepared.refusal(256, max_percent=25) is None  # 25% dropped: not more than allowed
+    assert prepared.refusal(256, max_percent=5) == (
+        "1 of 4 samples (25.0%) lose every reply token to cutoffLength 256, more than "
+        "maxDroppedSamplesPercent 5: raise cutoffLength or leave out the long samples"
+    )
 
 
 # --- termination messages and exit codes ------------------------------------------------------------

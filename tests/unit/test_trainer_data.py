@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from twlegal.api.spec import DatasetColumns, DatasetTags
 from twlegal.contracts.training import DatasetSource
 from twlegal_trainer.chat import Example, pack
 from twlegal_trainer.data import DataError, load_conversations, load_dataset_info, to_messages
@@ -84,3 +85,85 @@ def test_packing_keeps_whole_examples_in_order():
     packed = pack(examples, cutoff=100)
     assert [len(p.input_ids) for p in packed] == [90, 30, 100]
     assert [x for p in packed for x in p.input_ids] == [x for e in examples for x in e.input_ids]
+
+
+# --- The formats as the reference release's datasets really are (issue 17) ----------------------
+
+CHAT = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+
+def test_messages_stored_as_a_json_string_beside_alpaca_columns_are_read_as_messages():
+    # tw-legal-qa-chat, tw-judgment-gist-chat: `messages` is a JSON string; the same row carries
+    # alpaca columns with an empty instruction.
+    row = {"messages": json.dumps(CHAT, ensure_ascii=False), "instruction": "", "input": "q", "output": "a"}
+    assert to_messages(row, "auto") == CHAT
+    assert to_messages(row, "messages") == CHAT
+    assert to_messages(row, "alpaca") == CHAT  # the declared format picks: the empty instruction is left out
+
+
+def test_empty_system_turns_are_dropped_and_a_system_column_is_kept():
+    row = {"messages": [{"role": "system", "content": " "}, *CHAT]}
+    assert to_messages(row, "auto") == CHAT
+    sharegpt = {"system": "s", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    assert to_messages(sharegpt, "auto") == [{"role": "system", "content": "s"}, *CHAT]
+    assert to_messages({"system": "", "instruction": "q", "output": "a"}, "auto") == CHAT
+
+
+def test_column_mapping_and_tags_read_datasets_named_otherwise():
+    row = {"dialog": [{"speaker": "客戶", "text": "q"}, {"speaker": "律師", "text": "a"}], "sys": "s"}
+    columns = DatasetColumns(messages="dialog", system="sys")
+    tags = DatasetTags(role_tag="speaker", content_tag="text", user_tag="客戶", assistant_tag="律師")
+    assert to_messages(row, "sharegpt", columns, tags) == [{"role": "system", "content": "s"}, *CHAT]
+    alpaca = {"問": "q", "答": "a"}
+    assert to_messages(alpaca, "auto", DatasetColumns(instruction="問", output="答")) == CHAT
+    with pytest.raises(DataError, match="the role '法官'; name the roles in the dataset's tags"):
+        to_messages({"messages": [{"role": "法官", "content": "x"}]}, "messages")
+
+
+def test_a_bad_sample_is_named_by_dataset_and_row(tmp_path):
+    rows = [{"messages": CHAT}, {"messages": "[{not json"}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"dataset 0 \(.*d.jsonl\) row 2: its turns are text that is not JSON"):
+        load_conversations([DatasetSource(path=str(tmp_path / "d.jsonl"))])
+
+
+def test_csv_datasets_are_read_and_max_samples_takes_the_first(tmp_path):
+    (tmp_path / "d.csv").write_text("instruction,input,output\nq1,,a1\nq2,ctx,a2\nq3,,a3\n", encoding="utf-8")
+    convs = load_conversations([DatasetSource(path=str(tmp_path / "d.csv"), max_samples=2)])
+    assert [c[0]["content"] for c in convs] == ["q1", "q2\nctx"]
+
+
+def test_llama_factory_columns_tags_subset_and_num_samples_are_adapted(tmp_path):
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "qa": {
+                    "hf_hub_url": "lianghsun/tw-legal-qa-chat",
+                    "revision": "abc123",
+                    "subset": "default",
+                    "split": "train",
+                    "formatting": "sharegpt",
+                    "columns": {"messages": "messages", "system": "system_prompt"},
+                    "tags": {
+                        "role_tag": "role",
+                        "content_tag": "content",
+                        "user_tag": "user",
+                        "assistant_tag": "assistant",
+                    },
+                    "num_samples": 1000,
+                },
+                "local": {"file_name": "x.json", "columns": {"prompt": "q", "query": "ctx", "response": "a"}},
+            }
+        )
+    )
+    qa, local = load_dataset_info(tmp_path / "dataset_info.json", ["qa", "local"])
+    assert (qa.format, qa.subset, qa.split, qa.max_samples) == ("messages", "default", "train", 1000)
+    assert (qa.columns.messages, qa.columns.system, qa.tags.role_tag) == ("messages", "system_prompt", "role")
+    assert (local.format, local.columns.instruction, local.columns.input, local.columns.output) == (
+        "alpaca",
+        "q",
+        "ctx",
+        "a",
+    )
+    with pytest.raises(DataError, match="no dataset named 'missing'"):
+        load_dataset_info(tmp_path / "dataset_info.json", ["missing"])

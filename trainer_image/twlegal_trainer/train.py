@@ -20,7 +20,7 @@ from twlegal.policies import consistency
 
 from . import artifacts, ownership, plots, provenance, space
 from .chat import IGNORE, LLAMA3_TEMPLATE
-from .data import Sample, load_conversations, training_samples
+from .data import DataError, Sample, load_conversations, prepare_samples
 
 
 def deepspeed_config(config: TrainingConfig) -> dict[str, Any]:
@@ -204,8 +204,14 @@ def run(config: TrainingConfig) -> int:
 
     # Data
     tokenizer = load_tokenizer(config)
-    dataset = training_samples(load_conversations(config.datasets), tokenizer, config)
-    warnings = run_warnings(config, len(dataset), world_size)
+    try:
+        prepared = prepare_samples(load_conversations(config.datasets), tokenizer, config)
+    except DataError as exc:  # the release's message is this one sentence, not a traceback
+        return report(TrainingResult(outcome="Failed", message=f"data: {exc}"))
+    if refusal := prepared.refusal(config.cutoff_length, config.max_dropped_samples_percent):
+        return report(TrainingResult(outcome="Failed", message=f"data: {refusal}"))
+    dataset = prepared.samples
+    warnings = prepared.warnings(config.cutoff_length) + run_warnings(config, len(dataset), world_size)
     inputs = provenance.resolve(config) if rank == 0 else None
 
     # Trainer, resuming from this run's newest complete checkpoint

@@ -57,30 +57,74 @@ class BaseModelRef(ApiModel):
 
 
 DatasetFormat = Literal["auto", "alpaca", "messages", "sharegpt"]
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class DatasetColumns(ApiModel):
+    """Where a dataset keeps its parts, for datasets whose columns are named otherwise (LLaMA-Factory's
+    `columns`). Unset fields keep the format's own names."""
+
+    messages: ColumnName | None = Field(
+        None, description="Column of the turns, a list or a JSON string of one (default: messages, or conversations)."
+    )
+    instruction: ColumnName | None = Field(
+        None, description="Alpaca: column of the instruction (default: instruction)."
+    )
+    input: ColumnName | None = Field(None, description="Alpaca: column of the input (default: input).")
+    output: ColumnName | None = Field(None, description="Alpaca: column of the reply (default: output).")
+    system: ColumnName | None = Field(None, description="Column of the system prompt (default: system).")
+    history: ColumnName | None = Field(
+        None, description="Alpaca: column of earlier [prompt, reply] pairs (default: history)."
+    )
+
+
+class DatasetTags(ApiModel):
+    """How the turns of a messages or sharegpt dataset name their parts (LLaMA-Factory's `tags`)."""
+
+    role_tag: ColumnName | None = Field(None, description="Key of a turn's role (default: role, or from).")
+    content_tag: ColumnName | None = Field(None, description="Key of a turn's text (default: content, or value).")
+    user_tag: ColumnName | None = Field(None, description="Role value of the user (default: user or human).")
+    assistant_tag: ColumnName | None = Field(
+        None, description="Role value of the assistant (default: assistant or gpt)."
+    )
+    system_tag: ColumnName | None = Field(None, description="Role value of a system turn (default: system).")
 
 
 class DatasetRef(ApiModel):
     """One training dataset: a hub dataset (optionally pinned) or a file/directory on the storage volume."""
 
-    model_config = ConfigDict(json_schema_extra=rules(NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME))
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            NAME_XOR_PATH,
+            REVISION_NEEDS_NAME,
+            SPLIT_NEEDS_NAME,
+            cel("!has(self.subset) || has(self.name)", "subset only applies to a hub name, not to a path"),
+        )
+    )
 
     name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-nlp.")
     revision: Revision | None = Field(
         None, description="Hub revision of the dataset. Unpinned datasets are flagged in the model card."
     )
+    subset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)] | None = Field(
+        None, description="Hub configuration (subset) name."
+    )
     split: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\[\]:%+-]+$", max_length=64)] | None = Field(
         None, description="Split to train on (default: train)."
     )
     path: str | None = relative_path(
-        "JSON, JSONL or Parquet file (or a directory of them) on the storage volume.", default=None
+        "CSV, JSON, JSONL or Parquet file (or a directory of them) on the storage volume.", default=None
     )
     format: DatasetFormat = Field(
         "auto",
         description="Sample format: alpaca (instruction/input/output), messages (chat role/content), "
-        "sharegpt (conversations from/value), or auto (detected from the columns).",
+        "sharegpt (conversations from/value), or auto (from the columns; a row with messages and alpaca "
+        "columns is read as messages).",
     )
+    columns: DatasetColumns | None = Field(None, description="Column names, where they differ from the format's.")
+    tags: DatasetTags | None = Field(None, description="Keys and role values of the turns, where they differ.")
     max_samples: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="Use at most this many samples of the dataset."
+        None, description="Use at most this many samples of the dataset (the first ones)."
     )
 
 
@@ -179,6 +223,11 @@ class Training(ApiModel):
         2048, description="Tokens per sample (or packed sequence); longer samples are truncated."
     )
     packing: bool = Field(False, description="Pack several samples into each sequence.")
+    max_dropped_samples_percent: Annotated[float, Field(ge=0, le=100)] = Field(
+        5.0,
+        description="Fail the run when more than this percent of the samples lose every reply token to "
+        "cutoffLength (such samples teach nothing and are dropped; fewer are counted in the warnings).",
+    )
     hyperparameters: Hyperparameters = Field(
         description="Optimisation settings (immutable).",
         json_schema_extra=rules(immutable("spec.training.hyperparameters")),
@@ -220,7 +269,6 @@ class LossGuard(ApiModel):
     )
 
 
-ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 # How a question is scored (README "Evaluation"): `letter` is lm-evaluation-harness's protocol for
 # exam-style tasks such as TMMLU+ and MMLU (the question and its lettered choices, then "Answer:",
 # scored on the answer letter); `choiceText` scores each choice's own text instead, for models too

@@ -9,7 +9,15 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from ..api.common import ApiModel
-from ..api.spec import DatasetFormat, DeepSpeed, Hyperparameters, LegalModelReleaseSpec, LossGuard
+from ..api.spec import (
+    DatasetColumns,
+    DatasetFormat,
+    DatasetTags,
+    DeepSpeed,
+    Hyperparameters,
+    LegalModelReleaseSpec,
+    LossGuard,
+)
 from ..api.status import InputsStatus
 from .progress import PORT as PROGRESS_PORT
 from .storage import StorageOwner
@@ -72,9 +80,12 @@ class ModelSource(ApiModel):
 class DatasetSource(ApiModel):
     name: str | None = None
     revision: str | None = None
+    subset: str | None = None
     split: str | None = None
     path: str | None = None
     format: DatasetFormat = "auto"
+    columns: DatasetColumns = Field(default_factory=DatasetColumns)
+    tags: DatasetTags = Field(default_factory=DatasetTags)
     max_samples: int | None = None
 
 
@@ -88,6 +99,7 @@ class TrainingConfig(ApiModel):
     template: Literal["llama3", "tokenizer"] = "llama3"
     cutoff_length: int = Field(ge=16)
     packing: bool = False
+    max_dropped_samples_percent: float = Field(5.0, ge=0, le=100)
     hyperparameters: Hyperparameters
     deepspeed: DeepSpeed
     loss_guard: LossGuard

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from ..api.release import LegalModelRelease
-from ..api.spec import LossGuard
+from ..api.spec import DatasetColumns, DatasetTags, LossGuard
 from ..contracts.training import (
     CONFIG_FILE,
     RETRIABLE_EXIT_CODES,
@@ -39,9 +39,12 @@ def training_config(release: LegalModelRelease, settings: OperatorSettings) -> T
             DatasetSource(
                 name=d.name,
                 revision=d.revision,
+                subset=d.subset,
                 split=d.split,
                 path=on_volume(d.path),
                 format=d.format,
+                columns=d.columns or DatasetColumns(),
+                tags=d.tags or DatasetTags(),
                 max_samples=d.max_samples,
             )
             for d in spec.datasets
@@ -50,6 +53,7 @@ def training_config(release: LegalModelRelease, settings: OperatorSettings) -> T
         template=training.template,
         cutoff_length=training.cutoff_length,
         packing=training.packing,
+        max_dropped_samples_percent=training.max_dropped_samples_percent,
         hyperparameters=training.hyperparameters,
         deepspeed=training.deepspeed,
         loss_guard=spec.evaluation.loss_guard if spec.evaluation else LossGuard(),
