@@ -73,6 +73,11 @@ def test_a_resumed_attempt_is_told_and_its_checkpoint_is_not_the_first():
     assert "step 20" in decision.events[0].message
     _, again_ = _training(resumed, old=decision.status["progress"])
     assert again_.events == []
+    # Stopped within a progress interval of its first checkpoint, the run was never seen with it:
+    # the resumed attempt's first report tells both.
+    _, unseen = _training(resumed, old={"stage": "training", "step": 19})
+    assert [e.reason for e in unseen.events] == ["CheckpointSaved", "Resumed"]
+    assert "checkpoint at step 20 is complete" in unseen.events[0].message
 
 
 def test_progress_that_cannot_be_read_now_keeps_the_last_and_leaves_with_the_stage():

@@ -68,11 +68,11 @@ def to_messages(
             messages = []
             for user, assistant in row.get(columns.history or "history") or []:
                 messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-            parts = (row[columns.instruction or "instruction"], row.get(columns.input or "input"))
+            parts = (_required(row, columns.instruction or "instruction"), row.get(columns.input or "input"))
             prompt = "\n".join(str(p) for p in parts if p)
             messages += [
                 {"role": "user", "content": prompt},
-                {"role": "assistant", "content": row[columns.output or "output"]},
+                {"role": "assistant", "content": str(_required(row, columns.output or "output"))},
             ]
         else:
             raise DataError(f"unknown format {fmt}")
@@ -85,6 +85,13 @@ def to_messages(
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError("a sample has no assistant turn to learn from")
     return messages
+
+
+def _required(row: dict[str, Any], key: str) -> Any:
+    """row[key]; a column that Arrow filled with None for this row counts as missing."""
+    if row.get(key) is None:
+        raise KeyError(key)
+    return row[key]
 
 
 def _turns(value: Any, tags: DatasetTags) -> list[Message]:

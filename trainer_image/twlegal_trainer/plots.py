@@ -33,13 +33,17 @@ def loss_curve(log_history: list[dict[str, Any]], path: Path, title: str) -> Pat
             lr.plot(*zip(*rates, strict=True), color="tab:orange", linewidth=1.0, linestyle="--", label="learning rate")
             lr.set_ylabel("learning rate", color="tab:orange")
             lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-        ax.set_title(title)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
+        _save(fig, ax, title, path)
     finally:
         plt.close(fig)
     return path
+
+
+def _save(fig: Any, ax: Any, title: str, path: Path) -> None:
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
 
 
 # Subject names of Taiwanese benchmarks are Chinese; the first of these fonts that is installed
@@ -85,10 +89,7 @@ def subject_bars(subjects: Sequence[Any], path: Path, title: str) -> Path | None
             ax.set_xlim(0, 115)
             ax.set_xlabel("accuracy (% of questions)")
             ax.grid(True, axis="x", alpha=0.3)
-            ax.set_title(title)
-            fig.tight_layout()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, format="png")
+            _save(fig, ax, title, path)
         finally:
             plt.close(fig)
     return path

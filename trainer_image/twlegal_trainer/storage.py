@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from twlegal.contracts.manifest import MANIFEST_FILE
 from twlegal.contracts.storage import OWNER_FILE, StorageOwner, StorageResult, StorageTask
 from twlegal.contracts.termination import TERMINATION_MESSAGE_LIMIT, write_termination_message
-from twlegal.contracts.training import ExitCode
+from twlegal.contracts.training import PREPARED_DIR, ExitCode
 
 from .artifacts import staging_dir
 from .ownership import COMPLETE_MARK, checkpoints, is_runs_complete, publisher, read_owner, whose
@@ -91,6 +91,9 @@ def prune(task: StorageTask, tally: Tally) -> str:
             tally.keep(path, f"one of the newest {task.keep_checkpoints} complete checkpoints")
         else:
             tally.remove(path)
+    prepared = directory / PREPARED_DIR
+    if not newest and prepared.exists():  # no checkpoint left to resume: the samples serve no run
+        tally.remove(prepared)
     return f"pruned {directory}: kept {len(newest)} checkpoints, removed {len(tally.removed)}"
 
 

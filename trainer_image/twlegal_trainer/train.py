@@ -18,9 +18,9 @@ from typing import Any
 from twlegal.contracts.training import LOSS_PLOT_FILE, ExitCode, TrainingConfig, TrainingResult
 from twlegal.policies import consistency
 
-from . import artifacts, ownership, plots, provenance, space
+from . import artifacts, ownership, plots, prepare, provenance, space
 from .chat import IGNORE, LLAMA3_TEMPLATE
-from .data import DataError, Sample, load_conversations, prepare_samples
+from .data import DataError, Prepared, Sample, load_conversations, prepare_samples
 
 
 def deepspeed_config(config: TrainingConfig) -> dict[str, Any]:
@@ -162,6 +162,17 @@ def load_tokenizer(config: TrainingConfig) -> Any:
     return tokenizer
 
 
+def training_dataset(config: TrainingConfig, tokenizer: Any, checkpoint_dir: Path, rank: int) -> tuple[Any, Prepared]:
+    """The samples to learn from: prepared once on the volume at the real size (prepare.py) for the
+    llama3 template; the tokenizer's own template renders one conversation at a time (data.py)."""
+    if config.template == "llama3":
+        base = config.base_model
+        tokenizer_source = base.path or f"{base.name}@{base.revision}"
+        return prepare.prepare(config, tokenizer, tokenizer_source, checkpoint_dir, rank)
+    prepared = prepare_samples(load_conversations(config.datasets), tokenizer, config)
+    return prepared.samples, prepared
+
+
 def run(config: TrainingConfig) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -205,12 +216,11 @@ def run(config: TrainingConfig) -> int:
     # Data
     tokenizer = load_tokenizer(config)
     try:
-        prepared = prepare_samples(load_conversations(config.datasets), tokenizer, config)
+        dataset, prepared = training_dataset(config, tokenizer, checkpoint_dir, rank)
     except DataError as exc:  # the release's message is this one sentence, not a traceback
         return report(TrainingResult(outcome="Failed", message=f"data: {exc}"))
     if refusal := prepared.refusal(config.cutoff_length, config.max_dropped_samples_percent):
         return report(TrainingResult(outcome="Failed", message=f"data: {refusal}"))
-    dataset = prepared.samples
     warnings = prepared.warnings(config.cutoff_length) + run_warnings(config, len(dataset), world_size)
     inputs = provenance.resolve(config) if rank == 0 else None
 

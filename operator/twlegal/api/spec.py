@@ -29,7 +29,9 @@ from .serving_flags import REFUSED_FLAG_PATTERN
 VERSION_PATTERN = r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
 NAME_XOR_PATH = cel("has(self.name) != has(self.path)", "exactly one of name or path must be set")
 REVISION_NEEDS_NAME = cel("!has(self.revision) || has(self.name)", "revision only applies to a hub name, not to a path")
+SUBSET_NEEDS_NAME = cel("!has(self.subset) || has(self.name)", "subset only applies to a hub name, not to a path")
 SPLIT_NEEDS_NAME = cel("!has(self.split) || has(self.name)", "split only applies to a hub name, not to a path")
+HUB_OR_PATH = (NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME, SUBSET_NEEDS_NAME)  # a dataset or benchmark
 
 
 class BaseModelRef(ApiModel):
@@ -93,14 +95,7 @@ class DatasetTags(ApiModel):
 class DatasetRef(ApiModel):
     """One training dataset: a hub dataset (optionally pinned) or a file/directory on the storage volume."""
 
-    model_config = ConfigDict(
-        json_schema_extra=rules(
-            NAME_XOR_PATH,
-            REVISION_NEEDS_NAME,
-            SPLIT_NEEDS_NAME,
-            cel("!has(self.subset) || has(self.name)", "subset only applies to a hub name, not to a path"),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=rules(*HUB_OR_PATH))
 
     name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-nlp.")
     revision: Revision | None = Field(
@@ -310,14 +305,7 @@ class BenchmarkColumns(ApiModel):
 class BenchmarkRef(ApiModel):
     """A multiple-choice benchmark (CSV, JSON, JSONL or Parquet), from the hub or the volume."""
 
-    model_config = ConfigDict(
-        json_schema_extra=rules(
-            NAME_XOR_PATH,
-            REVISION_NEEDS_NAME,
-            SPLIT_NEEDS_NAME,
-            cel("!has(self.subset) || has(self.name)", "subset only applies to a hub name, not to a path"),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=rules(*HUB_OR_PATH))
 
     name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-benchmark-v1.")
     revision: Revision | None = Field(None, description="Hub revision of the benchmark (pin it: a commit or tag).")

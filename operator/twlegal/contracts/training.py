@@ -27,6 +27,7 @@ CONFIG_FILE = "training.json"
 RESULT_FILE = "twlegal-result.json"
 CARD_FILE = "README.md"  # the model card, where the hub expects it
 LOSS_PLOT_FILE = "training_loss.png"  # beside the weights; the card shows it
+PREPARED_DIR = "prepared"  # under the checkpoint directory: the tokenised samples, by what shapes them
 TENSORBOARD_DIR = "runs"  # under the checkpoint directory: TensorBoard event files, a folder per attempt
 
 

@@ -204,8 +204,10 @@ def _progress(plan: Plan, observed: Observed, stage: str, attempts: int) -> None
             plan.status["progress"] = old
         return
     plan.section("progress", **now.status(plan.now))
-    if now.checkpoint_step is not None and old.get("checkpointStep") is None and now.resumed_from_step is None:
-        message = f"first checkpoint written at step {now.checkpoint_step}: the run resumes from here if stopped"
+    # Once per stage: the first report that has a complete checkpoint. That may come from a resumed
+    # attempt: a pod stopped within a progress interval of its first checkpoint was never seen with it.
+    if now.checkpoint_step is not None and old.get("checkpointStep") is None:
+        message = f"checkpoint at step {now.checkpoint_step} is complete: the run resumes from there if stopped"
         plan.decision.events.append(Event("Normal", R.CHECKPOINT_SAVED, message))
     if now.resumed_from_step is not None and old.get("resumedFromStep") != now.resumed_from_step:
         message = f"attempt {max(attempts, 1)} resumed from the checkpoint at step {now.resumed_from_step}"
