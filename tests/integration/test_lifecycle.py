@@ -104,7 +104,8 @@ def test_release_goes_from_apply_to_serving(cluster: Cluster, operator, fake_nod
     assert pinned(cluster, namespace) == "tiny-v1"
 
     table = cluster.kubectl("get", "lmr", "-n", namespace).stdout
-    assert table.split("\n")[0].split()[:5] == ["NAME", "VERSION", "PHASE", "SCORE", "SERVING"]
+    header = table.split("\n")[0].split()
+    assert header[:7] == ["NAME", "VERSION", "PHASE", "PROGRESS", "ETA", "SCORE", "SERVING"]
     assert table.split("\n")[1].split()[:5] == ["tiny-v1", "v0.1.0", "Serving", "55", "v0.1.0"]
     assert {"TrainingJobCreated", "TrainingStarted", "EvaluationStarted", "RolloutStarted", "Serving"} <= set(
         events(cluster, namespace, "tiny-v1")
