@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from twlegal.api.spec import BenchmarkColumns
+from twlegal.api.sources import BenchmarkColumns
 from twlegal.contracts.evaluation import EvaluationConfig, EvaluationResult
 from twlegal.contracts.termination import TERMINATION_MESSAGE_LIMIT
 from twlegal.contracts.training import ModelSource, ReleaseIdentity

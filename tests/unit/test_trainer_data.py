@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from twlegal.api.spec import DatasetColumns, DatasetTags
+from twlegal.api.sources import DatasetColumns, DatasetTags
 from twlegal.contracts.training import DatasetSource
 from twlegal_trainer.chat import Example, pack
 from twlegal_trainer.data import DataError, load_conversations, load_dataset_info, to_messages

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twlegal.api.spec import DatasetColumns, DatasetTags
+from twlegal.api.sources import DatasetColumns, DatasetTags
 from twlegal.contracts.training import DatasetSource, TrainingConfig
 
 from .chat import IGNORE, encode_llama3, encode_with_tokenizer_template, pack

@@ -7,7 +7,7 @@ import json
 from pydantic import ConfigDict, Field
 
 from ..api.common import ApiModel
-from ..api.spec import BenchmarkColumns, ScoringProtocol
+from ..api.sources import BenchmarkColumns, ScoringProtocol
 from .progress import PORT as PROGRESS_PORT
 from .termination import TERMINATION_MESSAGE_LIMIT
 from .training import ModelSource, ReleaseIdentity

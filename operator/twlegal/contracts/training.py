@@ -9,15 +9,8 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from ..api.common import ApiModel
-from ..api.spec import (
-    DatasetColumns,
-    DatasetFormat,
-    DatasetTags,
-    DeepSpeed,
-    Hyperparameters,
-    LegalModelReleaseSpec,
-    LossGuard,
-)
+from ..api.sources import DatasetColumns, DatasetFormat, DatasetTags
+from ..api.spec import DeepSpeed, Hyperparameters, LegalModelReleaseSpec, LossGuard
 from ..api.status import InputsStatus
 from .progress import PORT as PROGRESS_PORT
 from .storage import StorageOwner

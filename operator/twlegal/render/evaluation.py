@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.release import LegalModelRelease
-from ..api.spec import BenchmarkColumns
+from ..api.sources import BenchmarkColumns
 from ..contracts.evaluation import CONFIG_FILE, RESULT_FILE, EvaluationConfig
 from ..contracts.training import ModelSource
 from . import names, pod, storage

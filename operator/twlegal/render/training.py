@@ -6,7 +6,8 @@ import hashlib
 from typing import Any
 
 from ..api.release import LegalModelRelease
-from ..api.spec import DatasetColumns, DatasetTags, LossGuard
+from ..api.sources import DatasetColumns, DatasetTags
+from ..api.spec import LossGuard
 from ..contracts.training import (
     CONFIG_FILE,
     RETRIABLE_EXIT_CODES,
