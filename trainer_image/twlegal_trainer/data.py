@@ -155,13 +155,17 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else data.get("data", [])
 
 
-def read_files(location: str) -> list[dict[str, Any]]:
-    """Every row of a file, or of the data files of a folder in name order."""
+def data_files(location: str) -> list[Path]:
+    """A file, or the data files of a folder in name order."""
     path = Path(location)
     if not path.exists():
         raise DataError(f"dataset path {path} does not exist")
-    files = sorted(p for p in path.rglob("*") if p.suffix in FILE_TYPES) if path.is_dir() else [path]
-    return [row for f in files for row in _read_file(f)]
+    return sorted(p for p in path.rglob("*") if p.suffix in FILE_TYPES) if path.is_dir() else [path]
+
+
+def read_files(location: str) -> list[dict[str, Any]]:
+    """Every row of a file, or of the data files of a folder in name order."""
+    return [row for f in data_files(location) for row in _read_file(f)]
 
 
 def read_rows(source: DatasetSource) -> list[dict[str, Any]]:

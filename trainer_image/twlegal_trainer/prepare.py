@@ -34,7 +34,7 @@ from typing import Any
 from twlegal.contracts.training import PREPARED_DIR, DatasetSource, TrainingConfig
 
 from .chat import IGNORE
-from .data import FILE_TYPES, DataError, Prepared, read_files, to_messages
+from .data import DataError, Prepared, data_files, read_files, to_messages
 
 LAYOUT = 1  # bump when what is stored changes: old caches are then never read
 STATS_FILE = "twlegal-prepared.json"
@@ -60,7 +60,7 @@ def cache_key(config: TrainingConfig, tokenizer_dir: str) -> str:
 def _source_identity(source: DatasetSource) -> dict[str, Any]:
     identity = source.to_wire()
     if source.path:
-        identity["files"] = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in _data_files(source.path)]
+        identity["files"] = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in data_files(source.path)]
     return identity
 
 
@@ -72,13 +72,6 @@ def _files_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def _data_files(location: str) -> list[Path]:
-    path = Path(location)
-    if not path.exists():
-        raise DataError(f"dataset path {path} does not exist")
-    return sorted(p for p in path.rglob("*") if p.suffix in FILE_TYPES) if path.is_dir() else [path]
-
-
 # --- reading -------------------------------------------------------------------------------------
 
 
@@ -87,7 +80,7 @@ def _rows(source: DatasetSource, scratch: Path) -> Any:
     import datasets
 
     if source.path:
-        files = _data_files(source.path)
+        files = data_files(source.path)
         kinds = {BUILDERS.get(f.suffix) for f in files}
         try:
             if len(kinds) != 1 or None in kinds:
@@ -214,9 +207,9 @@ def _packed(samples: Any, cutoff: int, scratch: Path) -> Any:
     ends = np.cumsum(sizes)
     groups = datasets.Dataset.from_dict({"end": ends}).with_format("arrow")
 
-    def concat(batch: pa.Table) -> pa.Table:
+    def concat(batch: pa.Table, indices: list[int]) -> pa.Table:
         batch_ends = batch.column("end").to_numpy()
-        first = int(batch_ends[0] - sizes[int(np.searchsorted(ends, batch_ends[0]))])
+        first = int(ends[indices[0]] - sizes[indices[0]])  # the first item of the batch's first bin
         part = ordered[first : int(batch_ends[-1])]
         item_tokens = np.asarray(part.column("length").to_numpy(), dtype=np.int64)
         token_ends = np.cumsum(item_tokens)[batch_ends - first - 1]  # tokens up to each bin's last item
@@ -230,6 +223,7 @@ def _packed(samples: Any, cutoff: int, scratch: Path) -> Any:
 
     return groups.map(
         concat,
+        with_indices=True,
         batched=True,
         batch_size=1000,
         remove_columns=["end"],

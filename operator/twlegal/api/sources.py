@@ -17,6 +17,7 @@ SPLIT_NEEDS_NAME = cel("!has(self.split) || has(self.name)", "split only applies
 HUB_OR_PATH = (NAME_XOR_PATH, REVISION_NEEDS_NAME, SPLIT_NEEDS_NAME, SUBSET_NEEDS_NAME)  # a dataset or benchmark
 
 
+HubSubset = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)]  # a config name
 DatasetFormat = Literal["auto", "alpaca", "messages", "sharegpt"]
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
@@ -60,9 +61,7 @@ class DatasetRef(ApiModel):
     revision: Revision | None = Field(
         None, description="Hub revision of the dataset. Unpinned datasets are flagged in the model card."
     )
-    subset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)] | None = Field(
-        None, description="Hub configuration (subset) name."
-    )
+    subset: HubSubset | None = Field(None, description="Hub configuration (subset) name.")
     split: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\[\]:%+-]+$", max_length=64)] | None = Field(
         None, description="Split to train on (default: train)."
     )
@@ -127,9 +126,7 @@ class BenchmarkRef(ApiModel):
 
     name: RepoId | None = Field(None, description="Hub dataset id, e.g. lianghsun/tw-legal-benchmark-v1.")
     revision: Revision | None = Field(None, description="Hub revision of the benchmark (pin it: a commit or tag).")
-    subset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)] | None = Field(
-        None, description="Hub configuration (subset) name, e.g. a TMMLU+ subject."
-    )
+    subset: HubSubset | None = Field(None, description="Hub configuration (subset) name, e.g. a TMMLU+ subject.")
     split: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)] | None = Field(
         None, description="Split to score on (default: test if the dataset has one, else its only split)."
     )
